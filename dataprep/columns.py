@@ -42,3 +42,26 @@ def child_key(parent: str, index: int) -> str:
 def is_safe_key(key: str) -> bool:
     """Whether `key` can name a tar member without escaping its shard or confusing readers."""
     return bool(_KEY.match(key))
+
+
+def safe_key(key: str) -> str:
+    """`key` if it is safe as a file name, else a safe slug of it plus a hash of the original."""
+    if is_safe_key(key):
+        return key
+    slug = _UNSAFE.sub("_", key).strip("_")[:40] or "item"
+    return f"{slug}-{hashlib.sha1(key.encode('utf-8')).hexdigest()[:12]}"
+
+
+def scalar_columns(schema: "pa.Schema") -> list[str]:  # noqa: F821 - pyarrow is imported by callers
+    """Columns that hold one small value per row (numbers, strings, booleans): metadata and scores."""
+    import pyarrow as pa
+
+    out = []
+    for field in schema:
+        t = field.type
+        if field.name in RESERVED or field.name == MEDIA:
+            continue
+        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_string(t) \
+                or pa.types.is_large_string(t):
+            out.append(field.name)
+    return out

@@ -1,0 +1,155 @@
+"""The `dataprep` command line: run, validate, stages, stats, inspect, sample-data.
+
+    dataprep sample-data sample/ && dataprep run configs/quickstart.yaml --input sample/ --output out/
+
+Heavy modules (Ray, pyarrow, torch) are imported inside the commands that use
+them, so `dataprep --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def _load_plan(args: argparse.Namespace):  # noqa: ANN202 - Plan is imported lazily
+    from dataprep.config import load_config
+    from dataprep.plan import build_plan
+
+    config = load_config(args.config, input=args.input, output=args.output)
+    return build_plan(config)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check a config without running it."""
+    plan = _load_plan(args)
+    print(f"ok: {len(plan.all_stages)} stages, input {plan.config.input}, output {plan.config.output}")
+    for p in plan.all_stages:
+        print(f"  {p.index:2d}. {p.name:<16} reads {', '.join(p.cls.reads) or '-'}; writes {', '.join(p.cls.writes) or '-'}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a job on embedded Ray or on a cluster."""
+    from dataprep.report import print_summary
+    from dataprep.runner import run_plan
+
+    plan = _load_plan(args)
+    result = run_plan(plan, address=args.address, tiny_models=args.tiny_models, progress=not args.quiet)
+    print_summary(result.summary, title=f"{plan.config.output}  ({result.new_rows} new rows, {result.wall_seconds:.1f} s)")
+    return 0
+
+
+def cmd_stages(args: argparse.Namespace) -> int:
+    """List the stages that configs can name."""
+    from dataprep.report import describe_stages, stages_markdown, stages_table
+    from dataprep.registry import Registry
+
+    rows = describe_stages(Registry(args.plugin or ()))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    elif args.markdown:
+        print(stages_markdown(rows))
+    else:
+        stages_table(rows)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Print an output's summary."""
+    from dataprep import storage
+    from dataprep.report import print_summary
+
+    uri = storage.join(args.output_dir, "summary.json")
+    if not storage.exists(uri):
+        print(f"error: {uri} does not exist; run a job into {args.output_dir} first", file=sys.stderr)
+        return 2
+    summary = json.loads(storage.read_bytes(uri))
+    if args.json:
+        print(json.dumps(summary, indent=1, sort_keys=True))
+    else:
+        print_summary(summary, title=args.output_dir, fields=True)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Show the samples of a shard, or one sample."""
+    from dataprep.shard_view import print_sample, print_shard
+
+    return print_sample(args.shard, args.key) if args.key else print_shard(args.shard)
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    """Write the offline sample set."""
+    from dataprep.sample_data import generate
+
+    counts = generate(args.dir, repeat=args.repeat)
+    print(f"wrote {counts['videos']} videos and {counts['images']} images with captions to {args.dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = argparse.ArgumentParser(prog="dataprep", description="Prepare video and image training data on Ray.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", help="job config YAML")
+        p.add_argument("--input", help="override the config's `input`")
+        p.add_argument("--output", help="override the config's `output`")
+
+    p = sub.add_parser("run", help="run a job (embedded Ray unless --address)")
+    with_config(p)
+    p.add_argument("--address", help="Ray cluster address (e.g. ray://HEAD:10001 or auto); default: embedded Ray")
+    p.add_argument("--tiny-models", action="store_true", help="use tiny locally built models (offline runs)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a config and its stage plan without running")
+    with_config(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("stages", help="list available stages and their options")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--markdown", action="store_true")
+    p.add_argument("--plugin", action="append", help="also import this plugin module")
+    p.set_defaults(func=cmd_stages)
+
+    p = sub.add_parser("stats", help="print an output's summary: funnel, rejections, shards")
+    p.add_argument("output_dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("inspect", help="list a shard's samples, or show one")
+    p.add_argument("shard")
+    p.add_argument("key", nargs="?")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("sample-data", help="write a reproducible offline sample set")
+    p.add_argument("dir")
+    p.add_argument("--repeat", type=int, default=1, help="colour-shifted copies of the whole set (for scale tests)")
+    p.set_defaults(func=cmd_sample_data)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `dataprep` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from dataprep.errors import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Turning committed parts into `manifest.parquet`, `rejects.parquet` and `summary.json`.
+
+The three files are functions of what is committed, so a rerun that commits
+nothing new writes the same bytes, and they are only rewritten when they change.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from dataprep import commit, ledger, sink, storage
+
+_CHILD_SUFFIX = re.compile(r"_c\d{4}$")
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """What the funnel needs to know of a stage."""
+
+    index: int
+    name: str
+    expands: bool
+
+
+def _depth(key: str) -> int:
+    depth = 0
+    while _CHILD_SUFFIX.search(key):
+        key = _CHILD_SUFFIX.sub("", key, count=1)
+        depth += 1
+    return depth
+
+
+def _truncate(key: str, depth: int) -> str:
+    while _depth(key) > depth:
+        key = _CHILD_SUFFIX.sub("", key, count=1)
+    return key
+
+
+def funnel(stages: list[StageInfo], kept: list[str], rejects: list[tuple[str, int, str]]) -> list[dict[str, Any]]:
+    """Rows in and out of each stage, and reasons, counted in that stage's unit (sources before a split)."""
+    depth_after = []
+    depth = 0
+    for s in stages:
+        depth += int(s.expands)
+        depth_after.append(depth)
+    out_rows = []
+    previous_out: int | None = None
+    for pos, s in enumerate(stages):
+        d = depth_after[pos]
+        survivors = {_truncate(k, d) for k in kept}
+        survivors.update(_truncate(k, d) for k, idx, _ in rejects if idx > s.index)
+        mine = [(k, r) for k, idx, r in rejects if idx == s.index]
+        reasons = Counter(reason_group(r) for _, r in mine)
+        rows_out = len(survivors)
+        rows_in = previous_out if previous_out is not None else rows_out + len(mine)
+        out_rows.append(
+            {"stage": s.name, "in": rows_in, "out": rows_out, "rejected": len(mine), "reasons": dict(sorted(reasons.items()))}
+        )
+        previous_out = rows_out
+    return out_rows
+
+
+def reason_group(reason: str) -> str:
+    """The reason's code without its details: `error:ValueError`, `size:min_side`, `duplicate`."""
+    return reason.split(" ", 1)[0].rstrip(":")
+
+
+def _concat_parts(uris: list[str]) -> pa.Table | None:
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(io.BytesIO(storage.read_bytes(u))) for u in uris if u.endswith(".parquet")]
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _dedupe_sorted(table: pa.Table) -> pa.Table:
+    table = table.sort_by("key")
+    keys = table.column("key").to_pylist()
+    keep = [i for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]
+    return table if len(keep) == len(keys) else table.take(pa.array(keep))
+
+
+def _write_if_changed(uri: str, data: bytes) -> bool:
+    if storage.exists(uri) and storage.read_bytes(uri) == data:
+        return False
+    storage.write_atomic(uri, data)
+    return True
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def finalize(output: str, stages: list[StageInfo]) -> dict[str, Any]:
+    """Write the manifest, the rejects ledger and the summary of everything committed; return the summary."""
+    manifest = _concat_parts(storage.list_files(storage.join(output, sink.MANIFEST_PARTS_DIR)))
+    rejects = _concat_parts(storage.list_files(storage.join(output, ledger.PARTS_DIR)))
+    manifest = _dedupe_sorted(manifest) if manifest is not None else pa.table({"key": pa.array([], pa.string())})
+    rejects = _dedupe_sorted(rejects) if rejects is not None else ledger.SCHEMA.empty_table()
+    _write_if_changed(storage.join(output, "manifest.parquet"), _parquet_bytes(manifest))
+    _write_if_changed(storage.join(output, "rejects.parquet"), _parquet_bytes(rejects))
+
+    stats = [json.loads(storage.read_bytes(u)) for u in commit.stats_files(output)]
+    kept = manifest.column("key").to_pylist()
+    reject_rows = list(
+        zip(rejects.column("key").to_pylist(), rejects.column("stage_index").to_pylist(),
+            rejects.column("reason").to_pylist(), strict=True)
+    )
+    fields = sink.summarize_fields([{k: v for k, v in r.items() if k != "shard"} for r in manifest.to_pylist()])
+    summary = {
+        "totals": {
+            "kept": len(kept),
+            "rejected": len(reject_rows),
+            "shards": len(stats),
+            "shard_bytes": sum(s["bytes"] for s in stats),
+        },
+        "funnel": funnel(stages, kept, reject_rows),
+        "shards": sorted(({"shard": s["shard"], "count": s["count"], "bytes": s["bytes"]} for s in stats),
+                         key=lambda s: s["shard"]),
+        "fields": fields,
+    }
+    data = json.dumps(summary, indent=1, sort_keys=True).encode("utf-8")
+    _write_if_changed(storage.join(output, "summary.json"), data)
+    return summary

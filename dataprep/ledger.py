@@ -1,0 +1,87 @@
+"""The rejects ledger: every removed row, with the stage, the reason and its scores.
+
+Rows are written as soon as they are rejected, one Parquet part per batch under
+`OUTPUT/_work/rejects/`; a part is named by a hash of its content, so a retried
+task writes the same file again instead of a second copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from typing import Any
+
+import pyarrow as pa
+
+from dataprep import columns, storage
+
+SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("source", pa.string()),
+        ("parent_key", pa.string()),
+        ("stage", pa.string()),
+        ("stage_index", pa.int32()),
+        ("reason", pa.string()),
+        ("duplicate_of", pa.string()),
+        ("scores", pa.string()),
+    ]
+)
+PARTS_DIR = "_work/rejects"
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def rejects_table(batch: pa.Table, *, stage: str, stage_index: int, score_columns: tuple[str, ...]) -> pa.Table:
+    """Ledger rows for the rows of `batch` whose `_reject` is set."""
+    reasons = batch.column(columns.REJECT).to_pylist()
+    n = batch.num_rows
+
+    def col(name: str) -> list[Any]:
+        return batch.column(name).to_pylist() if name in batch.column_names else [None] * n
+
+    keys, sources, parents, dups = col(columns.KEY), col(columns.SOURCE), col(columns.PARENT), col(columns.DUPLICATE_OF)
+    present = [c for c in score_columns if c in batch.column_names]
+    score_values = {c: col(c) for c in present}
+    rows = []
+    for i, reason in enumerate(reasons):
+        if reason is None:
+            continue
+        scores = {c: _json_value(score_values[c][i]) for c in present if score_values[c][i] is not None}
+        rows.append(
+            {
+                "key": keys[i],
+                "source": sources[i],
+                "parent_key": parents[i],
+                "stage": stage,
+                "stage_index": stage_index,
+                "reason": reason,
+                "duplicate_of": dups[i],
+                "scores": json.dumps(scores, sort_keys=True, default=str),
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def write_part(output: str, table: pa.Table) -> str | None:
+    """Commit ledger rows; returns the part's URI (None when `table` is empty)."""
+    if table.num_rows == 0:
+        return None
+    import pyarrow.parquet as pq
+
+    table = table.sort_by("key")
+    digest = hashlib.sha1()
+    for key in table.column("key").to_pylist():
+        digest.update(key.encode("utf-8") + b"\0")
+    stage_index = table.column("stage_index")[0].as_py()
+    uri = storage.join(output, PARTS_DIR, f"{stage_index:03d}-{digest.hexdigest()[:20]}.parquet")
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    storage.write_atomic(uri, buf.getvalue())
+    return uri

@@ -1,0 +1,158 @@
+"""Checking a whole job before it runs: stages exist, options are valid, columns are there."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, replace
+
+from pydantic import ValidationError
+
+from dataprep import storage
+from dataprep.config import JobConfig, StageEntry
+from dataprep.errors import ConfigError
+from dataprep.registry import Registry, StageClass, UnknownStageError
+from dataprep.stage import GlobalStage, Resources, Source, Stage
+
+
+@dataclass
+class PlannedStage:
+    """A stage of the plan: its class, validated options and how it runs."""
+
+    index: int
+    name: str
+    cls: StageClass
+    params: object
+    batch_size: int
+    resources: Resources
+    concurrency: int | None
+
+    def instantiate(self) -> Stage | GlobalStage | Source:
+        """A fresh instance of the stage with its options."""
+        return self.cls(self.params)
+
+    @property
+    def is_global(self) -> bool:
+        """Whether the stage needs all rows at once."""
+        return issubclass(self.cls, GlobalStage)
+
+
+@dataclass
+class Plan:
+    """A validated job: the source, then the stages in order."""
+
+    config: JobConfig
+    source: PlannedStage
+    stages: list[PlannedStage]
+    columns: list[str] = field(default_factory=list)
+
+    @property
+    def all_stages(self) -> list[PlannedStage]:
+        """The source followed by every stage."""
+        return [self.source, *self.stages]
+
+
+def _option_problems(name: str, index: int, cls: StageClass, exc: ValidationError) -> list[str]:
+    known = list(cls.Params.model_fields)
+    problems = []
+    for err in exc.errors():
+        option = ".".join(str(p) for p in err["loc"]) or "options"
+        where = f"stage {name!r} (stages[{index}]), option `{option}`"
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(err["loc"][0]), known, n=1)
+            hint = f"did you mean `{close[0]}`?" if close else f"valid options: {', '.join(known) or 'none'}"
+            problems.append(f"{where}: unknown option; {hint}")
+        else:
+            problems.append(f"{where}: {err['msg']}, got {err.get('input')!r}")
+    return problems
+
+
+def _plan_entry(entry: StageEntry, index: int, cls: StageClass) -> PlannedStage:
+    try:
+        params = cls.Params.model_validate(entry.options)
+    except ValidationError as exc:
+        raise ConfigError(_option_problems(entry.stage, index, cls, exc)) from None
+    base = getattr(cls, "resources", Resources())
+    resources = replace(
+        base,
+        **{k: v for k, v in entry.resources.model_dump().items() if v is not None},
+    )
+    return PlannedStage(
+        index=index,
+        name=entry.stage,
+        cls=cls,
+        params=params,
+        batch_size=entry.batch_size or getattr(cls, "batch_size", 16),
+        resources=resources,
+        concurrency=entry.concurrency,
+    )
+
+
+def _writers_of(column: str, registry: Registry) -> list[str]:
+    out = []
+    for name in registry.names():
+        try:
+            if column in registry.get(name).writes:
+                out.append(name)
+        except Exception:  # a broken third-party entry point must not hide the real problem
+            continue
+    return out
+
+
+def _check_input(uri: str) -> list[str]:
+    if storage.is_s3(uri):
+        return []
+    if not storage.exists(uri):
+        return [f"`input`: {uri!r} does not exist; fix: pass --input with a folder or manifest file"]
+    return []
+
+
+def build_plan(config: JobConfig, registry: Registry | None = None) -> Plan:
+    """Validate every stage and the columns each reads; raise ConfigError listing all problems."""
+    problems: list[str] = []
+    try:
+        registry = registry or Registry(config.plugins)
+    except (ImportError, ValueError) as exc:
+        raise ConfigError([f"`plugins`: {exc}"]) from None
+    planned: list[PlannedStage] = []
+    for i, entry in enumerate(config.stages):
+        try:
+            cls = registry.get(entry.stage)
+        except UnknownStageError as exc:
+            problems.append(f"stages[{i}]: {exc}")
+            continue
+        try:
+            planned.append(_plan_entry(entry, i, cls))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+
+    if not issubclass(planned[0].cls, Source):
+        problems.append(
+            f"stages[0] is {planned[0].name!r}, but a job starts with a source stage; "
+            "fix: put `- stage: ingest` first"
+        )
+    available: list[str] = []
+    for p in planned:
+        if p.index > 0 and issubclass(p.cls, Source):
+            problems.append(f"stage {p.name!r} (stages[{p.index}]) is a source; only stages[0] may be one")
+        for column in p.cls.reads:
+            if column not in available:
+                writers = _writers_of(column, registry)
+                fix = (
+                    f"add {' or '.join(repr(w) for w in writers)} before it"
+                    if writers
+                    else "no known stage writes it"
+                )
+                problems.append(
+                    f"stage {p.name!r} (stages[{p.index}]) reads column {column!r}, "
+                    f"which no earlier stage writes; fix: {fix}"
+                )
+        available.extend(c for c in p.cls.writes if c not in available)
+    bucket = config.sink.bucket_column
+    if bucket is not None and bucket not in available:
+        problems.append(f"`sink.bucket_column` is {bucket!r}, which no stage writes; fix: remove it or add its stage")
+    problems.extend(_check_input(config.input))
+    if problems:
+        raise ConfigError(problems)
+    return Plan(config=config, source=planned[0], stages=planned[1:], columns=available)

@@ -1,0 +1,241 @@
+"""Running a validated plan on Ray Data, streaming from the source to the WebDataset sink.
+
+With the config's stages A, B, [G], C: rows are listed on the driver, then flow
+through A and B as Ray Data map operators (tasks, or actor pools for stages that
+load models or need GPUs), are written as Parquet before the global stage G (so
+a rerun resumes from there), and reach the sink, which commits whole shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from dataprep import columns, commit, storage
+from dataprep.errors import ConfigError
+from dataprep.finalize import StageInfo, finalize
+from dataprep.plan import Plan, PlannedStage
+from dataprep.sink import ShardWriter
+from dataprep.stage_task import StageTask, ensure_reject_column, record_rejects, sanitize_keys, split_rejects
+
+log = logging.getLogger(__name__)
+JOB_FILE = "_work/job.json"
+
+
+@dataclass
+class RunResult:
+    """What a run did."""
+
+    output: str
+    new_rows: int
+    wall_seconds: float
+    summary: dict[str, Any]
+
+
+def fingerprint(plan: Plan) -> dict[str, Any]:
+    """What decides the keys and contents of an output: input, stages and sink, not how Ray runs."""
+    config = plan.config.model_dump(mode="json", exclude={"ray", "output"})
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode("utf-8")).hexdigest()
+    return {"sha256": digest, "config": config}
+
+
+def check_output(plan: Plan) -> None:
+    """Refuse to mix two different jobs in one output folder; record this job's fingerprint."""
+    uri = storage.join(plan.config.output, JOB_FILE)
+    mine = fingerprint(plan)
+    if storage.exists(uri):
+        theirs = json.loads(storage.read_bytes(uri))
+        if theirs.get("sha256") != mine["sha256"]:
+            raise ConfigError(
+                [
+                    f"`output` {plan.config.output!r} holds the output of a job with a different config "
+                    "(input, stages or sink differ); fix: choose a new --output, or delete that folder to start over"
+                ]
+            )
+        return
+    storage.write_atomic(uri, json.dumps(mine, indent=1, sort_keys=True).encode("utf-8"))
+
+
+def stage_infos(plan: Plan) -> list[StageInfo]:
+    """Name, position and splitting of each stage, for the funnel."""
+    return [StageInfo(p.index, p.name, bool(getattr(p.cls, "expands", False))) for p in plan.all_stages]
+
+
+def _list_source(plan: Plan, committed: set[str]) -> list[pa.Table]:
+    source = plan.source.instantiate()
+    out = []
+    for table in source.read(plan.config.input):
+        table = sanitize_keys(ensure_reject_column(table))
+        if committed:
+            keys = table.column(columns.KEY).to_pylist()
+            table = table.filter(pa.array([k not in committed for k in keys]))
+        kept, rejected = split_rejects(table)
+        record_rejects(rejected, plan.source, plan.config.output, source)
+        if kept.num_rows:
+            out.append(kept)
+    return out
+
+
+def _blocks(tables: list[pa.Table], cpus: int) -> list[pa.Table]:
+    """Cut the listing into blocks small enough that every CPU gets work from the start."""
+    total = sum(t.num_rows for t in tables)
+    rows = max(1, min(1000, total // max(1, cpus * 4)))
+    whole = pa.concat_tables(tables, promote_options="permissive")
+    return [whole.slice(i, rows) for i in range(0, total, rows)]
+
+
+def _drop_keys(batch: pa.Table, keys: frozenset[str]) -> pa.Table:
+    present = batch.column(columns.KEY).to_pylist()
+    return batch.filter(pa.array([k not in keys for k in present]))
+
+
+def _task_fn(planned: PlannedStage) -> Any:
+    """A map function named after the stage, so Ray's progress shows stage names."""
+
+    def run(batch: pa.Table, planned: PlannedStage, output: str) -> pa.Table:
+        return StageTask(planned, output)(batch)
+
+    run.__name__ = run.__qualname__ = planned.name
+    return run
+
+
+def _record_global_rejects(batch: pa.Table, planned: PlannedStage, output: str) -> pa.Table:
+    kept, rejected = split_rejects(batch)
+    record_rejects(rejected, planned, output, planned.instantiate())
+    return kept
+
+
+def _remote_args(planned: PlannedStage) -> dict[str, Any]:
+    args: dict[str, Any] = {"num_cpus": planned.resources.cpus}
+    if planned.resources.gpus:
+        args["num_gpus"] = planned.resources.gpus
+    if planned.resources.memory:
+        args["memory"] = planned.resources.memory
+    return args
+
+
+def _apply_stage(ds: Any, planned: PlannedStage, output: str, cpus: int) -> Any:
+    common = {"batch_size": planned.batch_size, "batch_format": "pyarrow", **_remote_args(planned)}
+    if planned.cls.needs_actor():
+        concurrency = planned.concurrency or max(1, int(cpus // max(planned.resources.cpus, 1)))
+        if planned.resources.gpus:
+            concurrency = planned.concurrency or 1
+        return ds.map_batches(StageTask, fn_constructor_args=(planned, output), concurrency=concurrency, **common)
+    if planned.concurrency:
+        common["concurrency"] = planned.concurrency
+    return ds.map_batches(_task_fn(planned), fn_args=(planned, output), **common)
+
+
+def _segment(ds: Any, output: str, index: int) -> Any:
+    """Materialize the rows entering a global stage, or reuse them if a previous run finished that."""
+    import ray
+
+    folder = storage.join(output, "_work", f"segment-{index:03d}")
+    marker = storage.join(folder, "_SUCCESS")
+    if not storage.exists(marker):
+        for uri in storage.list_files(folder):
+            storage.remove(uri)
+        ds.write_parquet(folder)
+        storage.write_atomic(marker, b"")
+    return ray.data.read_parquet(folder, file_extensions=["parquet"])
+
+
+def _make_datasink(plan: Plan) -> Any:
+    import ray
+    from ray.data.block import BlockAccessor
+    from ray.data.datasource.datasink import Datasink
+
+    @ray.remote(num_cpus=0)
+    class ShardCounter:
+        def __init__(self, start: int) -> None:
+            self.value = start
+
+        def next(self) -> int:
+            self.value += 1
+            return self.value - 1
+
+    counter = ShardCounter.remote(commit.next_shard_index(plan.config.output))
+    sink_config = plan.config.sink
+    output = plan.config.output
+
+    class ShardDatasink(Datasink[list[str]]):
+        @property
+        def min_rows_per_write(self) -> int:
+            return sink_config.max_samples
+
+        def write(self, blocks: Any, ctx: Any) -> list[str]:
+            writer = ShardWriter(
+                output,
+                max_samples=sink_config.max_samples,
+                max_bytes=sink_config.max_bytes,
+                bucket_column=sink_config.bucket_column,
+                next_index=lambda: ray.get(counter.next.remote()),
+            )
+            for block in blocks:
+                writer.write_table(BlockAccessor.for_block(block).to_arrow())
+            return writer.close()
+
+    return ShardDatasink()
+
+
+def init_ray(plan: Plan, *, address: str | None = None, tiny_models: bool = False, progress: bool = True) -> int:
+    """Connect to `address` or start embedded Ray; returns the CPUs Ray has."""
+    import ray
+
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)}
+    if tiny_models:
+        env["DATAPREP_TINY_MODELS"] = "1"
+    address = address or plan.config.ray.address
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}, "logging_level": logging.WARNING}
+        if address:
+            kwargs["address"] = address
+        else:
+            kwargs.update(num_cpus=plan.config.ray.num_cpus, include_dashboard=False)
+        ray.init(**kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = progress
+    ctx.print_on_execution_start = False
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def run_plan(plan: Plan, *, address: str | None = None, tiny_models: bool = False, progress: bool = True) -> RunResult:
+    """Run a validated plan into its output; resumes whatever a previous run committed."""
+    start = time.monotonic()
+    output = plan.config.output
+    if tiny_models:
+        os.environ["DATAPREP_TINY_MODELS"] = "1"
+    check_output(plan)
+    commit.clean_orphans(output)
+    committed = commit.committed_keys(output)
+    tables = _list_source(plan, committed)
+    new_rows = sum(t.num_rows for t in tables)
+    if new_rows:
+        import ray
+
+        cpus = init_ray(plan, address=address, tiny_models=tiny_models, progress=progress)
+        ds = ray.data.from_arrow(_blocks(tables, cpus))
+        keys_ref = frozenset(committed)
+        for planned in plan.stages:
+            if planned.is_global:
+                ds = _segment(ds, output, planned.index)
+                ds = planned.instantiate().run(ds)
+                ds = ds.map_batches(_record_global_rejects, fn_args=(planned, output), batch_format="pyarrow",
+                                    batch_size=None)
+            else:
+                ds = _apply_stage(ds, planned, output, cpus)
+            if committed and (planned.is_global or planned.cls.expands):
+                ds = ds.map_batches(_drop_keys, fn_args=(keys_ref,), batch_format="pyarrow", batch_size=None)
+        ds.write_datasink(_make_datasink(plan), ray_remote_args={"max_retries": 0})
+    summary = finalize(output, stage_infos(plan))
+    return RunResult(output=output, new_rows=new_rows, wall_seconds=time.monotonic() - start, summary=summary)
+
+
+

@@ -1,0 +1,1 @@
+"""Video stages: scene split (content cuts), clip standardization (ffmpeg) and frame sampling."""

@@ -1,0 +1,95 @@
+"""Which clips to cut from a scene, and to what size: pure arithmetic, no media touched.
+
+A scene is [start, end) in seconds of the source. Scenes shorter than `min_seconds`
+are dropped; longer than `max_seconds` are split into consecutive chunks of exactly
+`max_seconds` (the remainder becomes a last clip if it is at least `min_seconds`),
+truncated to the first `max_seconds`, or dropped, as `long_policy` says.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+# Slack for float times (s): a scene 4.9999999 s long is 5 s long.
+_EPS = 1e-6
+
+
+class ClipRejected(ValueError):
+    """A scene yields no clip; the message is the ledger reason."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One output clip: source seconds [start, end), exactly `frames` frames at the target rate."""
+
+    start: float
+    end: float
+    frames: int
+    index: int | None  # chunk number within its scene; None when the scene is one clip
+
+
+def plan_clips(
+    start: float, end: float, *, fps: Fraction, min_seconds: float, max_seconds: float | None, long_policy: str
+) -> list[Clip]:
+    """The clips of one scene; raises `ClipRejected` with the reason when there are none."""
+    length = end - start
+    if length + _EPS < min_seconds:
+        raise ClipRejected(f"clip:too_short {length:.3f}s < min_seconds {min_seconds}s")
+    if max_seconds is None or length <= max_seconds + _EPS:
+        return [Clip(start, end, frames_in(length, fps), None)]
+    if long_policy == "drop":
+        raise ClipRejected(f"clip:too_long {length:.3f}s > max_seconds {max_seconds}s (long_policy=drop)")
+    if long_policy == "truncate":
+        return [Clip(start, start + max_seconds, frames_in(max_seconds, fps), None)]
+    clips: list[Clip] = []
+    t = start
+    while end - t + _EPS >= max(min_seconds, _EPS * 10):
+        stop = min(t + max_seconds, end)
+        clips.append(Clip(t, stop, frames_in(stop - t, fps), len(clips)))
+        t = stop
+    return clips
+
+
+def frames_in(seconds: float, fps: Fraction) -> int:
+    """Whole frames of a clip `seconds` long at `fps`: its length rounded down to a frame (>= 1)."""
+    return max(1, math.floor(seconds * fps + _EPS))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Output size and how the picture is fitted into it."""
+
+    width: int
+    height: int
+    mode: str  # "crop", "pad" or "fit"
+    bucket: str | None = None
+
+
+def nearest_bucket(width: int, height: int, buckets: list[tuple[int, int]]) -> tuple[int, int]:
+    """The bucket whose aspect ratio is closest to width/height (by log ratio, so 2:1 and 1:2 are equally far)."""
+    aspect = math.log(width / height)
+    return min(buckets, key=lambda b: (abs(math.log(b[0] / b[1]) - aspect), -b[0] * b[1]))
+
+
+def upscale_factor(width: int, height: int, geometry: Geometry) -> float:
+    """How much the source is enlarged to reach the output size (1.0 or less: no enlargement)."""
+    sx, sy = geometry.width / width, geometry.height / height
+    return max(sx, sy) if geometry.mode == "crop" else min(sx, sy)
+
+
+def scale_filters(geometry: Geometry) -> list[str]:
+    """ffmpeg filters that bring any picture to `geometry`, honouring the display aspect (`dar`)."""
+    w, h = geometry.width, geometry.height
+    wider = f"gt(dar,{w}/{h})"
+    if geometry.mode == "crop":  # cover the target, then cut the overflow evenly from both sides
+        sw = f"if({wider},ceil({h}*dar/2)*2,{w})"
+        sh = f"if({wider},{h},ceil({w}/dar/2)*2)"
+        return [f"scale=w='{sw}':h='{sh}':flags=bicubic", "setsar=1", f"crop={w}:{h}"]
+    sw = f"if({wider},{w},max(2,floor({h}*dar/2)*2))"
+    sh = f"if({wider},max(2,floor({w}/dar/2)*2),{h})"
+    filters = [f"scale=w='{sw}':h='{sh}':flags=bicubic", "setsar=1"]
+    if geometry.mode == "pad":
+        filters.append(f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:black")
+    return filters

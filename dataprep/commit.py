@@ -18,6 +18,7 @@ from dataprep import ledger, sink, storage
 
 log = logging.getLogger(__name__)
 LINEAGE_DIR = "_work/lineage"
+OWNER_FILE = "_work/owner"
 _SHARD_INDEX = re.compile(r"shard-(\d+)\.(?:tar|stats\.json)$")
 _LEFTOVER = re.compile(r"(\.partial|\.tmp-\d+)$")
 
@@ -28,12 +29,40 @@ def _read_parquet(uri: str) -> pa.Table:
     return pq.read_table(io.BytesIO(storage.read_bytes(uri)))
 
 
+class NotOwnerError(RuntimeError):
+    """Another run took over this output; a worker of an older run must not commit."""
+
+
+def take_ownership(output: str) -> str:
+    """Make this run the only one allowed to commit into `output`; returns its token."""
+    import uuid
+
+    token = uuid.uuid4().hex
+    storage.write_atomic(storage.join(output, OWNER_FILE), token.encode("ascii"))
+    return token
+
+
+def assert_owner(output: str, token: str | None) -> None:
+    """Raise unless the run holding `token` still owns `output` (workers of a killed run can outlive it)."""
+    if token is None:
+        return
+    uri = storage.join(output, OWNER_FILE)
+    current = storage.read_bytes(uri).decode("ascii") if storage.exists(uri) else None
+    if current != token:
+        raise NotOwnerError(f"output {output!r} is now owned by another run; this worker's run was superseded")
+
+
 def stats_files(output: str) -> list[str]:
     """URIs of every committed shard's stats file."""
     return [u for u in storage.list_files(storage.join(output, sink.SHARDS_DIR)) if u.endswith(".stats.json")]
 
 
-def clean_orphans(output: str) -> list[str]:
+def has_orphans(output: str) -> bool:
+    """Whether a killed run left anything uncommitted behind."""
+    return bool(clean_orphans(output, dry_run=True))
+
+
+def clean_orphans(output: str, *, dry_run: bool = False) -> list[str]:
     """Remove shards, manifest parts and temporary files that have no commit record; returns them."""
     removed: list[str] = []
     shard_files = storage.list_files(storage.join(output, sink.SHARDS_DIR))
@@ -41,19 +70,18 @@ def clean_orphans(output: str) -> list[str]:
     committed_names = {c.rsplit("/", 1)[-1] for c in committed}
     for uri in shard_files:
         if _LEFTOVER.search(uri) or (uri.endswith(".tar") and uri[: -len(".tar")] not in committed):
-            storage.remove(uri)
             removed.append(uri)
     for uri in storage.list_files(storage.join(output, sink.MANIFEST_PARTS_DIR)):
         stem = uri.rsplit("/", 1)[-1].removesuffix(".parquet")
         if _LEFTOVER.search(uri) or (uri.endswith(".parquet") and stem not in committed_names):
-            storage.remove(uri)
             removed.append(uri)
     for folder in (ledger.PARTS_DIR, LINEAGE_DIR):
         for uri in storage.list_files(storage.join(output, folder)):
             if _LEFTOVER.search(uri):
-                storage.remove(uri)
                 removed.append(uri)
-    if removed:
+    if removed and not dry_run:
+        for uri in removed:
+            storage.remove(uri)
         log.info("removed %d files a previous run left uncommitted", len(removed))
     return removed
 

@@ -69,8 +69,10 @@ def rejects_table(batch: pa.Table, *, stage: str, stage_index: int, score_column
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
-def write_part(output: str, table: pa.Table) -> str | None:
-    """Commit ledger rows; returns the part's URI (None when `table` is empty)."""
+def write_part(output: str, table: pa.Table, *, token: str | None = None) -> str | None:
+    """Commit ledger rows, if the run holding `token` still owns `output`; returns the part's URI."""
+    from dataprep.commit import assert_owner
+
     if table.num_rows == 0:
         return None
     import pyarrow.parquet as pq
@@ -83,5 +85,6 @@ def write_part(output: str, table: pa.Table) -> str | None:
     uri = storage.join(output, PARTS_DIR, f"{stage_index:03d}-{digest.hexdigest()[:20]}.parquet")
     buf = io.BytesIO()
     pq.write_table(table, buf)
+    assert_owner(output, token)
     storage.write_atomic(uri, buf.getvalue())
     return uri

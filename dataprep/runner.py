@@ -68,19 +68,21 @@ def stage_infos(plan: Plan) -> list[StageInfo]:
     return [StageInfo(p.index, p.name, bool(getattr(p.cls, "expands", False))) for p in plan.all_stages]
 
 
-def _list_source(plan: Plan, committed: set[str]) -> list[pa.Table]:
-    source = plan.source.instantiate()
-    out = []
-    for table in source.read(plan.config.input):
+def _list_source(plan: Plan, committed: set[str]) -> tuple[list[pa.Table], pa.Table | None]:
+    """The source's new rows (not yet committed), and its own rejections (unsupported files)."""
+    out, rejected_parts = [], []
+    for table in plan.source.instantiate().read(plan.config.input):
         table = sanitize_keys(ensure_reject_column(table))
         if committed:
             keys = table.column(columns.KEY).to_pylist()
             table = table.filter(pa.array([k not in committed for k in keys]))
         kept, rejected = split_rejects(table)
-        record_rejects(rejected, plan.source, plan.config.output, source)
+        if rejected.num_rows:
+            rejected_parts.append(rejected)
         if kept.num_rows:
             out.append(kept)
-    return out
+    rejected_all = pa.concat_tables(rejected_parts) if rejected_parts else None
+    return out, rejected_all
 
 
 def _blocks(tables: list[pa.Table], cpus: int) -> list[pa.Table]:
@@ -99,16 +101,16 @@ def _drop_keys(batch: pa.Table, keys: frozenset[str]) -> pa.Table:
 def _task_fn(planned: PlannedStage) -> Any:
     """A map function named after the stage, so Ray's progress shows stage names."""
 
-    def run(batch: pa.Table, planned: PlannedStage, output: str) -> pa.Table:
-        return StageTask(planned, output)(batch)
+    def run(batch: pa.Table, planned: PlannedStage, output: str, token: str) -> pa.Table:
+        return StageTask(planned, output, token)(batch)
 
     run.__name__ = run.__qualname__ = planned.name
     return run
 
 
-def _record_global_rejects(batch: pa.Table, planned: PlannedStage, output: str) -> pa.Table:
+def _record_global_rejects(batch: pa.Table, planned: PlannedStage, output: str, token: str) -> pa.Table:
     kept, rejected = split_rejects(batch)
-    record_rejects(rejected, planned, output, planned.instantiate())
+    record_rejects(rejected, planned, output, planned.instantiate(), token=token)
     return kept
 
 
@@ -121,16 +123,16 @@ def _remote_args(planned: PlannedStage) -> dict[str, Any]:
     return args
 
 
-def _apply_stage(ds: Any, planned: PlannedStage, output: str, cpus: int) -> Any:
+def _apply_stage(ds: Any, planned: PlannedStage, output: str, token: str, cpus: int) -> Any:
     common = {"batch_size": planned.batch_size, "batch_format": "pyarrow", **_remote_args(planned)}
     if planned.cls.needs_actor():
         concurrency = planned.concurrency or max(1, int(cpus // max(planned.resources.cpus, 1)))
         if planned.resources.gpus:
             concurrency = planned.concurrency or 1
-        return ds.map_batches(StageTask, fn_constructor_args=(planned, output), concurrency=concurrency, **common)
+        return ds.map_batches(StageTask, fn_constructor_args=(planned, output, token), concurrency=concurrency, **common)
     if planned.concurrency:
         common["concurrency"] = planned.concurrency
-    return ds.map_batches(_task_fn(planned), fn_args=(planned, output), **common)
+    return ds.map_batches(_task_fn(planned), fn_args=(planned, output, token), **common)
 
 
 def _segment(ds: Any, output: str, index: int) -> Any:
@@ -147,7 +149,7 @@ def _segment(ds: Any, output: str, index: int) -> Any:
     return ray.data.read_parquet(folder, file_extensions=["parquet"])
 
 
-def _make_datasink(plan: Plan) -> Any:
+def _make_datasink(plan: Plan, token: str) -> Any:
     import ray
     from ray.data.block import BlockAccessor
     from ray.data.datasource.datasink import Datasink
@@ -176,6 +178,7 @@ def _make_datasink(plan: Plan) -> Any:
                 max_samples=sink_config.max_samples,
                 max_bytes=sink_config.max_bytes,
                 bucket_column=sink_config.bucket_column,
+                token=token,
                 next_index=lambda: ray.get(counter.next.remote()),
             )
             for block in blocks:
@@ -213,9 +216,14 @@ def run_plan(plan: Plan, *, address: str | None = None, tiny_models: bool = Fals
     if tiny_models:
         os.environ["DATAPREP_TINY_MODELS"] = "1"
     check_output(plan)
-    commit.clean_orphans(output)
-    committed = commit.committed_keys(output)
-    tables = _list_source(plan, committed)
+    tables, source_rejects = _list_source(plan, commit.committed_keys(output))
+    if tables or source_rejects is not None or commit.has_orphans(output):
+        token = commit.take_ownership(output)
+        commit.clean_orphans(output)
+        committed = commit.committed_keys(output)
+        tables, source_rejects = _list_source(plan, committed)
+        if source_rejects is not None:
+            record_rejects(source_rejects, plan.source, output, plan.source.instantiate(), token=token)
     new_rows = sum(t.num_rows for t in tables)
     if new_rows:
         import ray
@@ -227,13 +235,13 @@ def run_plan(plan: Plan, *, address: str | None = None, tiny_models: bool = Fals
             if planned.is_global:
                 ds = _segment(ds, output, planned.index)
                 ds = planned.instantiate().run(ds)
-                ds = ds.map_batches(_record_global_rejects, fn_args=(planned, output), batch_format="pyarrow",
-                                    batch_size=None)
+                ds = ds.map_batches(_record_global_rejects, fn_args=(planned, output, token),
+                                    batch_format="pyarrow", batch_size=None)
             else:
-                ds = _apply_stage(ds, planned, output, cpus)
+                ds = _apply_stage(ds, planned, output, token, cpus)
             if committed and (planned.is_global or planned.cls.expands):
                 ds = ds.map_batches(_drop_keys, fn_args=(keys_ref,), batch_format="pyarrow", batch_size=None)
-        ds.write_datasink(_make_datasink(plan), ray_remote_args={"max_retries": 0})
+        ds.write_datasink(_make_datasink(plan, token), ray_remote_args={"max_retries": 0})
     summary = finalize(output, stage_infos(plan))
     return RunResult(output=output, new_rows=new_rows, wall_seconds=time.monotonic() - start, summary=summary)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from dataprep import columns, storage
+from dataprep import columns, commit, storage
 
 SHARDS_DIR = "shards"
 MANIFEST_PARTS_DIR = "_work/manifest"
@@ -92,8 +92,10 @@ class ShardWriter:
         max_bytes: int,
         next_index: Callable[[], int],
         bucket_column: str | None = None,
+        token: str | None = None,
     ) -> None:
         self.output = output
+        self.token = token
         self.max_samples = max_samples
         self.max_bytes = max_bytes
         self.next_index = next_index
@@ -166,6 +168,7 @@ class ShardWriter:
         shard.tar.close()
         del self._open[shard.subdir]
         relative = self._relative(shard)
+        commit.assert_owner(self.output, self.token)
         tar_bytes = os.path.getsize(shard.tmp_path)
         storage.upload_atomic(shard.tmp_path, storage.join(self.output, relative))
         buf = io.BytesIO()
@@ -180,6 +183,7 @@ class ShardWriter:
             "fields": summarize_fields([{k: v for k, v in r.items() if k != "shard"} for r in shard.rows]),
         }
         stats_uri = storage.join(self.output, relative[: -len(".tar")] + ".stats.json")
+        commit.assert_owner(self.output, self.token)
         storage.write_atomic(stats_uri, json.dumps(stats, indent=1, sort_keys=True).encode("utf-8"))
         self.committed.append(relative)
 

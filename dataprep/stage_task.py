@@ -58,21 +58,24 @@ def split_rejects(batch: pa.Table) -> tuple[pa.Table, pa.Table]:
     return kept, batch.filter(rejected_mask)
 
 
-def record_rejects(rejected: pa.Table, planned: PlannedStage, output: str, stage: object) -> None:
+def record_rejects(
+    rejected: pa.Table, planned: PlannedStage, output: str, stage: object, *, token: str | None = None
+) -> None:
     """Write rejected rows to the ledger, with the stage's scores (a filter's) or written columns."""
     if rejected.num_rows == 0:
         return
     scores = stage.score_columns() if isinstance(stage, Filter) else tuple(getattr(stage, "writes", ()))
     table = ledger.rejects_table(rejected, stage=planned.name, stage_index=planned.index, score_columns=scores)
-    ledger.write_part(output, table)
+    ledger.write_part(output, table, token=token)
 
 
 class StageTask:
     """Callable for `map_batches`: runs a stage, records rejections, returns the rows that go on."""
 
-    def __init__(self, planned: PlannedStage, output: str) -> None:
+    def __init__(self, planned: PlannedStage, output: str, token: str | None = None) -> None:
         self.planned = planned
         self.output = output
+        self.token = token
         self.stage: Stage = planned.instantiate()
         self._ready = False
 
@@ -99,7 +102,7 @@ class StageTask:
 
     def record(self, rejected: pa.Table) -> None:
         """Write rejected rows to the ledger."""
-        record_rejects(rejected, self.planned, self.output, self.stage)
+        record_rejects(rejected, self.planned, self.output, self.stage, token=self.token)
 
     def _account_expansion(self, batch: pa.Table, out: pa.Table) -> pa.Table:
         """Record parent -> children, and reject inputs that produced no row at all."""

@@ -41,7 +41,8 @@ class SinkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_samples: int = Field(1000, gt=0, description="Samples per shard at most; 1000 keeps shards streamable.")
     max_bytes: int = Field(
-        1_000_000_000, gt=0, description="Bytes per shard, about (a shard closes after the sample that passes it)."
+        1_000_000_000, gt=0, description="Bytes of sample files per shard at most (a single larger sample gets a shard of its own); "
+        "1 GB streams well from object stores."
     )
     bucket_column: str | None = Field(
         None, description="Write shards under shards/<value>/ per value of this column (aspect buckets)."

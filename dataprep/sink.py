@@ -125,13 +125,18 @@ class ShardWriter:
         subdir = ""
         if self.bucket_column:
             subdir = columns.safe_key(str(row.get(self.bucket_column)))
-        shard = self._open.get(subdir) or self._start(subdir)
         members = {f"{key}.{ext}": payload}
         meta = {k: _json_safe(v) for k, v in row.items()}
         members[f"{key}.json"] = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
         caption = row.get(columns.CAPTION)
         if caption is not None:
             members[f"{key}.txt"] = str(caption).encode("utf-8")
+        size = sum(len(data) for data in members.values())
+        shard = self._open.get(subdir)
+        if shard is not None and shard.keys and shard.bytes + size > self.max_bytes:
+            self._commit(shard)
+            shard = None
+        shard = shard or self._start(subdir)
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -141,7 +146,7 @@ class ShardWriter:
             shard.bytes += len(data)
         shard.keys.append(key)
         shard.rows.append({**meta, "shard": self._relative(shard)})
-        if len(shard.keys) >= self.max_samples or shard.bytes >= self.max_bytes:
+        if len(shard.keys) >= self.max_samples:
             self._commit(shard)
 
     def _start(self, subdir: str) -> _OpenShard:

@@ -31,3 +31,24 @@ def ray_session():
     ctx.enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    """The offline sample set of `dataprep sample-data`, generated once per session."""
+    from dataprep.sample_data import generate
+
+    folder = tmp_path_factory.mktemp("sample")
+    generate(folder)
+    return folder
+
+
+@pytest.fixture
+def table():
+    """Build a pyarrow table from rows, for stage unit tests."""
+    import pyarrow as pa
+
+    def make(rows: list[dict]) -> "pa.Table":
+        return pa.Table.from_pylist(rows)
+
+    return make

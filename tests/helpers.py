@@ -1,0 +1,32 @@
+"""Small builders shared by tests: planned stages without a config file."""
+
+from __future__ import annotations
+
+from dataprep.plan import PlannedStage
+from dataprep.stage import Resources
+
+
+def planned(cls, index: int = 1, **params) -> PlannedStage:
+    """A PlannedStage for `cls` with options `params`."""
+    return PlannedStage(
+        index=index,
+        name=cls.name,
+        cls=cls,
+        params=cls.Params.model_validate(params),
+        batch_size=cls.batch_size,
+        resources=Resources(),
+        concurrency=None,
+    )
+
+
+def read_ledger(output) -> list[dict]:
+    """Every ledger row committed under `output`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dataprep import ledger, storage
+
+    parts = [u for u in storage.list_files(storage.join(str(output), ledger.PARTS_DIR)) if u.endswith(".parquet")]
+    if not parts:
+        return []
+    return pa.concat_tables([pq.read_table(p) for p in parts]).to_pylist()

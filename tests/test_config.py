@@ -1,0 +1,97 @@
+"""Config parsing and the whole-plan check: bad configs fail before any work, saying what to fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from dataprep.config import load_config, parse_config
+from dataprep.errors import ConfigError
+from dataprep.plan import build_plan
+
+
+def _config(tmp_path, stages, **extra):
+    raw = {"input": str(tmp_path), "output": str(tmp_path / "out"), "stages": stages, **extra}
+    return parse_config(raw)
+
+
+def _problems(tmp_path, stages, **extra) -> str:
+    with pytest.raises(ConfigError) as info:
+        build_plan(_config(tmp_path, stages, **extra))
+    return str(info.value)
+
+
+def test_valid_plan_lists_columns(tmp_path):
+    plan = build_plan(_config(tmp_path, [{"stage": "ingest"}, {"stage": "probe"}, {"stage": "size_filter"}]))
+    assert [p.name for p in plan.all_stages] == ["ingest", "probe", "size_filter"]
+    assert {"key", "source", "width", "duration"} <= set(plan.columns)
+
+
+def test_unknown_stage_suggests_close_match(tmp_path):
+    message = _problems(tmp_path, [{"stage": "ingest"}, {"stage": "prob"}])
+    assert "unknown stage 'prob'" in message and "did you mean 'probe'" in message
+
+
+def test_unknown_option_suggests_close_match(tmp_path):
+    message = _problems(tmp_path, [{"stage": "ingest"}, {"stage": "probe"}, {"stage": "size_filter", "min_sid": 3}])
+    assert "size_filter" in message and "`min_sid`" in message and "did you mean `min_side`" in message
+
+
+def test_ill_typed_option_names_value(tmp_path):
+    message = _problems(tmp_path, [{"stage": "ingest"}, {"stage": "probe"}, {"stage": "size_filter", "min_side": "big"}])
+    assert "`min_side`" in message and "'big'" in message
+
+
+def test_out_of_range_option_names_bound(tmp_path):
+    message = _problems(tmp_path, [{"stage": "ingest"}, {"stage": "probe"}, {"stage": "size_filter", "max_seconds": -3}])
+    assert "`max_seconds`" in message and "-3" in message and "greater than 0" in message
+
+
+def test_inconsistent_options_fail(tmp_path):
+    message = _problems(tmp_path, [{"stage": "ingest"}, {"stage": "probe"},
+                                   {"stage": "size_filter", "min_seconds": 5, "max_seconds": 2}])
+    assert "min_seconds" in message and "max_seconds" in message
+
+
+def test_missing_column_names_the_stage_that_writes_it(tmp_path):
+    message = _problems(tmp_path, [{"stage": "ingest"}, {"stage": "size_filter"}])
+    assert "reads column 'width'" in message and "add 'probe' before it" in message
+
+
+def test_first_stage_must_be_source(tmp_path):
+    message = _problems(tmp_path, [{"stage": "probe"}])
+    assert "put `- stage: ingest` first" in message
+
+
+def test_missing_input_fails_before_work(tmp_path):
+    raw = {"input": str(tmp_path / "nope"), "output": str(tmp_path / "out"), "stages": [{"stage": "ingest"}]}
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_plan(parse_config(raw))
+
+
+def test_unknown_top_level_key_and_bad_runner_option(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        _config(tmp_path, [{"stage": "ingest", "batch_size": 0}], sinkk={})
+    message = str(info.value)
+    assert "`sinkk`: unknown option" in message and "stages[0].batch_size" in message
+
+
+def test_sink_bucket_column_must_be_written(tmp_path):
+    message = _problems(tmp_path, [{"stage": "ingest"}], sink={"bucket_column": "bucket"})
+    assert "sink.bucket_column" in message
+
+
+def test_overrides_and_yaml_errors(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("input: a\noutput: b\nstages: [ingest]\n")
+    config = load_config(path, input=str(tmp_path), output="elsewhere")
+    assert config.input == str(tmp_path) and config.output == "elsewhere"
+    path.write_text("input: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_all_problems_reported_at_once(tmp_path):
+    message = _problems(tmp_path, [{"stage": "ingest"}, {"stage": "prob"}, {"stage": "size_filter", "min_sid": 1}])
+    assert "prob" in message and "min_sid" in message

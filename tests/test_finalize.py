@@ -1,0 +1,27 @@
+"""The funnel: rows in and out of each stage, in source units before a split and clip units after."""
+
+from __future__ import annotations
+
+from dataprep.finalize import StageInfo, funnel, reason_group
+
+
+def test_funnel_without_splits():
+    stages = [StageInfo(0, "ingest", False), StageInfo(1, "probe", False), StageInfo(2, "size", False)]
+    rows = funnel(stages, kept=["a", "b"], rejects=[("c", 1, "error:X: y"), ("d", 2, "size:min_side 3px")])
+    assert [(r["stage"], r["in"], r["out"], r["rejected"]) for r in rows] == [
+        ("ingest", 4, 4, 0), ("probe", 4, 3, 1), ("size", 3, 2, 1)]
+    assert rows[1]["reasons"] == {"error:X": 1}
+
+
+def test_funnel_counts_sources_before_a_split_and_clips_after():
+    stages = [StageInfo(0, "ingest", False), StageInfo(1, "split", True), StageInfo(2, "filter", False)]
+    kept = ["v_c0000", "v_c0001", "w_c0000"]
+    rejects = [("x", 1, "error:Bad"), ("w_c0001", 2, "blur:low")]
+    rows = funnel(stages, kept, rejects)
+    assert [(r["in"], r["out"]) for r in rows] == [(3, 3), (3, 4), (4, 3)]
+
+
+def test_reason_group():
+    assert reason_group("error:InvalidDataError: broken") == "error:InvalidDataError"
+    assert reason_group("duplicate") == "duplicate"
+    assert reason_group("size:min_side shorter side 3px < 64px") == "size:min_side"

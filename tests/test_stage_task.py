@@ -1,0 +1,104 @@
+"""The per-batch wrapper: error isolation, filter decisions, ledger rows, split bookkeeping."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+
+from dataprep import commit
+from dataprep.stage import Filter, Stage
+from dataprep.stage_task import StageTask
+from tests.helpers import planned, read_ledger
+
+
+class Doubler(Stage):
+    name = "doubler"
+    reads = ("x",)
+    writes = ("y",)
+
+    def process_batch(self, batch):
+        xs = batch.column("x").to_pylist()
+        if any(x == 13 for x in xs):
+            raise ValueError("unlucky number 13")
+        return batch.append_column("y", pa.array([x * 2 for x in xs]))
+
+
+class Even(Filter):
+    name = "even"
+    reads = ("x",)
+    writes = ("parity",)
+
+    def process_batch(self, batch):
+        return batch.append_column("parity", pa.array([x % 2 for x in batch.column("x").to_pylist()]))
+
+    def keep(self, batch):
+        parity = np.array(batch.column("parity").to_pylist())
+        return parity == 0, [None if p == 0 else f"even:odd parity {p}" for p in parity]
+
+
+class Splitter(Stage):
+    name = "splitter"
+    reads = ("x",)
+    writes = ("key", "parent_key")
+    expands = True
+
+    def process_batch(self, batch):
+        rows = []
+        for row in batch.to_pylist():
+            for i in range(row["x"]):
+                rows.append({**row, "key": f"{row['key']}_c{i:04d}", "parent_key": row["key"]})
+        return pa.Table.from_pylist(rows)
+
+
+def _batch(xs):
+    return pa.table({"key": [f"k{x}" for x in xs], "source": [f"/s/{x}" for x in xs], "x": xs})
+
+
+def test_failing_row_is_isolated_and_recorded(tmp_path):
+    out = StageTask(planned(Doubler), str(tmp_path))(_batch([1, 13, 3]))
+    assert out.column("key").to_pylist() == ["k1", "k3"]
+    assert out.column("y").to_pylist() == [2, 6]
+    assert "_reject" not in out.column_names
+    (row,) = read_ledger(tmp_path)
+    assert row["key"] == "k13" and row["stage"] == "doubler" and row["stage_index"] == 1
+    assert row["reason"] == "error:ValueError: unlucky number 13"
+
+
+def test_filter_records_scores_and_reasons(tmp_path):
+    out = StageTask(planned(Even, index=2), str(tmp_path))(_batch([1, 2, 3, 4]))
+    assert out.column("key").to_pylist() == ["k2", "k4"]
+    rows = sorted(read_ledger(tmp_path), key=lambda r: r["key"])
+    assert [r["key"] for r in rows] == ["k1", "k3"]
+    assert rows[0]["reason"] == "even:odd parity 1"
+    assert json.loads(rows[0]["scores"]) == {"parity": 1}
+
+
+def test_retried_batch_writes_the_same_ledger_part(tmp_path):
+    task = StageTask(planned(Even), str(tmp_path))
+    task(_batch([1, 2, 3]))
+    task(_batch([1, 2, 3]))
+    assert len(read_ledger(tmp_path)) == 2
+
+
+def test_expansion_records_lineage_and_rejects_empty_parents(tmp_path):
+    out = StageTask(planned(Splitter), str(tmp_path))(_batch([2, 0, 1]))
+    assert out.column("key").to_pylist() == ["k2_c0000", "k2_c0001", "k1_c0000"]
+    (row,) = read_ledger(tmp_path)
+    assert row["key"] == "k0" and row["reason"] == "splitter:produced no rows"
+    done = commit.done_parents(str(tmp_path), {"k2_c0000", "k2_c0001"})
+    assert done == {"k2"}
+
+
+def test_unsafe_keys_written_by_a_stage_are_sanitized(tmp_path):
+    class Renamer(Stage):
+        name = "renamer"
+        writes = ("key",)
+
+        def process_batch(self, batch):
+            return batch.set_column(0, "key", pa.array(["../../etc/passwd", "a.b c"]))
+
+    out = StageTask(planned(Renamer), str(tmp_path))(_batch([1, 2]))
+    for key in out.column("key").to_pylist():
+        assert "/" not in key and "." not in key and " " not in key

@@ -1,0 +1,98 @@
+"""Whole jobs on Ray: the quickstart's output, exactly-once accounting, idempotent reruns."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from dataprep.config import load_config
+from dataprep.errors import ConfigError
+from dataprep.plan import build_plan
+from dataprep.runner import run_plan
+
+pytestmark = pytest.mark.integration
+QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+
+
+def _digest_tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def quickstart_output(ray_session, sample_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("quickstart") / "out"
+    plan = build_plan(load_config(QUICKSTART, input=str(sample_dir), output=str(out)))
+    result = run_plan(plan, progress=False)
+    return out, result, plan
+
+
+def test_every_input_once_in_shards_or_ledger(quickstart_output, sample_dir):
+    out, result, _ = quickstart_output
+    manifest = pq.read_table(out / "manifest.parquet").to_pylist()
+    rejects = pq.read_table(out / "rejects.parquet").to_pylist()
+    inputs = [json.loads(line)["uri"] for line in (sample_dir / "manifest.jsonl").read_text().splitlines()]
+    sources = [r["source"] for r in manifest] + [r["source"] for r in rejects]
+    assert sorted(Path(s).name for s in sources) == sorted(inputs)
+    assert len({r["key"] for r in manifest} | {r["key"] for r in rejects}) == len(inputs)
+    assert result.summary["totals"]["kept"] == len(manifest) and result.new_rows == len(inputs)
+
+
+def test_corrupt_files_are_rejected_with_error_reasons(quickstart_output):
+    out, _, _ = quickstart_output
+    rejects = {Path(r["source"]).name: r for r in pq.read_table(out / "rejects.parquet").to_pylist()}
+    assert rejects["broken_truncated.mp4"]["reason"].startswith("error:InvalidDataError")
+    assert rejects["broken_garbage.jpg"]["reason"].startswith("error:")
+    assert rejects["too_short.mp4"]["reason"].startswith("size:min_seconds")
+    assert rejects["img_small.jpg"]["stage"] == "size_filter"
+
+
+def test_shards_read_back_and_match_manifest(quickstart_output):
+    out, result, _ = quickstart_output
+    shards = sorted((out / "shards").glob("*.tar"))
+    assert len(shards) == result.summary["totals"]["shards"] >= 3
+    samples = list(wds.WebDataset([str(s) for s in shards], shardshuffle=False))
+    manifest = {r["key"]: r for r in pq.read_table(out / "manifest.parquet").to_pylist()}
+    assert sorted(s["__key__"] for s in samples) == sorted(manifest)
+    for sample in samples:
+        media = [ext for ext in ("mp4", "jpg", "png") if ext in sample]
+        assert len(media) == 1 and len(sample[media[0]]) > 100
+        meta = json.loads(sample["json"])
+        assert meta["key"] == sample["__key__"] and sample["txt"].decode() == manifest[meta["key"]]["caption"]
+        stats = json.loads((out / manifest[meta["key"]]["shard"].replace(".tar", ".stats.json")).read_text())
+        assert sample["__key__"] in stats["keys"]
+    for shard in shards:
+        stats = json.loads(shard.with_name(shard.name.replace(".tar", ".stats.json")).read_text())
+        assert stats["count"] <= 16
+
+
+def test_funnel_adds_up(quickstart_output):
+    _, result, _ = quickstart_output
+    funnel = result.summary["funnel"]
+    assert [f["stage"] for f in funnel] == ["ingest", "probe", "size_filter"]
+    for before, after in zip(funnel, funnel[1:], strict=False):
+        assert after["in"] == before["out"]
+    for stage in funnel:
+        assert stage["in"] == stage["out"] + stage["rejected"]
+    assert funnel[-1]["out"] == result.summary["totals"]["kept"]
+
+
+def test_rerun_does_no_work_and_changes_no_byte(quickstart_output):
+    out, _, plan = quickstart_output
+    before = _digest_tree(out)
+    again = run_plan(plan, progress=False)
+    assert again.new_rows == 0
+    assert _digest_tree(out) == before
+
+
+def test_other_config_into_same_output_is_refused(quickstart_output, sample_dir):
+    out, _, _ = quickstart_output
+    config = load_config(QUICKSTART, input=str(sample_dir), output=str(out))
+    config.stages[2].options["min_side"] = 10
+    with pytest.raises(ConfigError, match="different config"):
+        run_plan(build_plan(config), progress=False)

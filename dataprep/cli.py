@@ -1,4 +1,4 @@
-"""The `dataprep` command line: run, validate, stages, stats, inspect, sample-data.
+"""The `dataprep` command line: run, submit, status, logs, stop, validate, stages, stats, inspect, sample-data.
 
     dataprep sample-data sample/ && dataprep run configs/quickstart.yaml --input sample/ --output out/
 
@@ -40,6 +40,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = _load_plan(args)
     result = run_plan(plan, address=args.address, tiny_models=args.tiny_models, progress=not args.quiet)
     print_summary(result.summary, title=f"{plan.config.output}  ({result.new_rows} new rows, {result.wall_seconds:.1f} s)")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Validate a config here, then run it as a Ray job on a cluster."""
+    from dataprep import submit
+
+    _load_plan(args)
+    job_id = submit.submit(args.config, address=args.address, input=args.input, output=args.output,
+                           tiny_models=args.tiny_models)
+    print(job_id)
+    if not args.wait:
+        return 0
+    state = submit.wait(job_id, address=args.address)
+    print(submit.logs(job_id, address=args.address), end="")
+    print(f"job {job_id}: {state}")
+    return 0 if state == "SUCCEEDED" else 1
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    """status, logs or stop of a submitted job."""
+    from dataprep import submit
+
+    if args.command == "status":
+        print(submit.status(args.job_id, address=args.address))
+    elif args.command == "logs":
+        print(submit.logs(args.job_id, address=args.address), end="")
+    else:
+        print("stopped" if submit.stop(args.job_id, address=args.address) else "not running")
     return 0
 
 
@@ -108,6 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny-models", action="store_true", help="use tiny locally built models (offline runs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("submit", help="run a job on a Ray cluster through its Jobs API")
+    with_config(p)
+    p.add_argument("--address", required=True, help="the head's dashboard, e.g. http://HEAD:8265")
+    p.add_argument("--tiny-models", action="store_true", help="use tiny locally built models")
+    p.add_argument("--wait", action="store_true", help="wait for the job to end and print its logs")
+    p.set_defaults(func=cmd_submit)
+
+    for name, text in (("status", "state of a submitted job"), ("logs", "logs of a submitted job"),
+                       ("stop", "stop a submitted job")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("job_id")
+        p.add_argument("--address", required=True, help="the head's dashboard, e.g. http://HEAD:8265")
+        p.set_defaults(func=cmd_job)
 
     p = sub.add_parser("validate", help="check a config and its stage plan without running")
     with_config(p)

@@ -27,6 +27,8 @@ from dataprep.stage_task import StageTask, ensure_reject_column, record_rejects,
 
 log = logging.getLogger(__name__)
 JOB_FILE = "_work/job.json"
+# Ray binds to 127.0.0.1 instead of the machine's address when this is "0" (a single-node cluster).
+LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 @dataclass
@@ -190,12 +192,15 @@ def _make_datasink(plan: Plan, token: str) -> Any:
 
 def init_ray(plan: Plan, *, address: str | None = None, tiny_models: bool = False, progress: bool = True) -> int:
     """Connect to `address` or start embedded Ray; returns the CPUs Ray has."""
+    address = address or plan.config.ray.address
+    if not address:
+        # Embedded Ray is one node: keep its ports on loopback instead of the machine's network address.
+        os.environ.setdefault(LOOPBACK_ONLY_ENV, "0")
     import ray
 
     env = {"PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)}
     if tiny_models:
         env["DATAPREP_TINY_MODELS"] = "1"
-    address = address or plan.config.ray.address
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}, "logging_level": logging.WARNING}
         if address:

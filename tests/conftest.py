@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+# Every Ray process the tests start listens on loopback only (see dataprep.runner.LOOPBACK_ONLY_ENV).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

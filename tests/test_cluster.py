@@ -1,0 +1,99 @@
+"""A real Ray cluster started with `ray start --head` (token auth, loopback): --address and the Jobs API."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "configs" / "quickstart.yaml"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A head node on loopback with token authentication; yields (gcs address, dashboard URL, env)."""
+    ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable))
+    if ray_bin is None:
+        pytest.skip("the `ray` command is not installed beside this Python")
+    env = dict(os.environ)
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+               PYTHONPATH=str(REPO), PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
+    port, dashboard = _free_port(), _free_port()
+    temp_dir = tmp_path_factory.mktemp("ray")
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dashboard}", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+         # Explicit free ports: the defaults clash with any other Ray on this machine (the test session's own).
+         f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}",
+         f"--runtime-env-agent-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{dashboard}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        probe = subprocess.run([sys.executable, "-m", "dataprep.cli", "status", "raysubmit_none", "--address", url],
+                               env=env, capture_output=True, text=True)
+        if "does not exist" in probe.stderr + probe.stdout or probe.returncode == 0:
+            break
+        time.sleep(2)
+    else:
+        os.killpg(head.pid, signal.SIGKILL)
+        pytest.fail("the Ray head did not come up within 120 s")
+    yield f"127.0.0.1:{port}", url, env
+    os.killpg(head.pid, signal.SIGTERM)
+    try:
+        head.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+
+
+def test_run_with_address_uses_the_cluster(ray_cluster, sample_dir, tmp_path):
+    gcs, _, env = ray_cluster
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, "-m", "dataprep.cli", "run", str(QUICKSTART), "--input", str(sample_dir),
+                    "--output", str(out), "--address", gcs, "-q"], env=env, check=True, timeout=300)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["totals"]["kept"] + summary["totals"]["rejected"] == len(
+        (sample_dir / "manifest.jsonl").read_text().splitlines())
+
+
+def test_submit_status_logs(ray_cluster, sample_dir, tmp_path):
+    _, url, env = ray_cluster
+    out = tmp_path / "submitted"
+    cli = [sys.executable, "-m", "dataprep.cli"]
+    submitted = subprocess.run([*cli, "submit", str(QUICKSTART), "--input", str(sample_dir), "--output", str(out),
+                                "--address", url, "--wait"], env=env, capture_output=True, text=True, timeout=600)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job_id = submitted.stdout.splitlines()[0].strip()
+    assert submitted.stdout.rstrip().endswith("SUCCEEDED")
+    state = subprocess.run([*cli, "status", job_id, "--address", url], env=env, capture_output=True, text=True)
+    assert state.stdout.strip() == "SUCCEEDED"
+    logs = subprocess.run([*cli, "logs", job_id, "--address", url], env=env, capture_output=True, text=True)
+    last = json.loads([line for line in logs.stdout.splitlines() if line.startswith("{")][-1])
+    assert last["totals"]["kept"] == pq.read_table(out / "manifest.parquet").num_rows > 0
+
+
+def test_submit_without_token_is_refused(ray_cluster):
+    _, url, env = ray_cluster
+    env = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"}
+    env["HOME"] = "/nonexistent-home"
+    result = subprocess.run([sys.executable, "-m", "dataprep.cli", "status", "raysubmit_x", "--address", url],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0

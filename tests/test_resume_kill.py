@@ -25,7 +25,7 @@ def _config(tmp_path: Path, sample_dir: Path, out: Path) -> Path:
     path.write_text(textwrap.dedent(f"""
         input: {sample_dir}
         output: {out}
-        plugins: [tests.sleepy_stage]
+        plugins: [tests.plugin_stages]
         stages:
           - stage: ingest
           - stage: probe

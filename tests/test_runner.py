@@ -96,3 +96,32 @@ def test_other_config_into_same_output_is_refused(quickstart_output, sample_dir)
     config.stages[2].options["min_side"] = 10
     with pytest.raises(ConfigError, match="different config"):
         run_plan(build_plan(config), progress=False)
+
+
+def test_global_stage_segment_ledger_and_resume(ray_session, sample_dir, tmp_path):
+    out = tmp_path / "out"
+    config = tmp_path / "job.yaml"
+    config.write_text(f"""
+input: {sample_dir}
+output: {out}
+plugins: [tests.plugin_stages]
+stages:
+  - stage: ingest
+  - stage: probe
+  - stage: same_caption
+  - stage: size_filter
+""")
+    plan = build_plan(load_config(config))
+    first = run_plan(plan, progress=False)
+    manifest = {r["key"]: r for r in pq.read_table(out / "manifest.parquet").to_pylist()}
+    dups = [r for r in pq.read_table(out / "rejects.parquet").to_pylist() if r["stage"] == "same_caption"]
+    assert {Path(r["source"]).stem for r in dups} == {"testsrc_landscape", "mandelbrot_zoom", "img_mandelbrot",
+                                                      "img_testsrc"}
+    for dup in dups:
+        assert dup["reason"] == "duplicate" and manifest[dup["duplicate_of"]]["source"] != dup["source"]
+    assert (out / "_work" / "segment-002" / "_SUCCESS").exists()
+    funnel = {f["stage"]: f for f in first.summary["funnel"]}
+    assert funnel["same_caption"]["reasons"] == {"duplicate": 4}
+    before = _digest_tree(out)
+    assert run_plan(plan, progress=False).new_rows == 0
+    assert _digest_tree(out) == before

@@ -1,0 +1,44 @@
+"""Stages for runner tests: a slow pass-through (to kill runs mid-way) and a minimal global stage."""
+
+from __future__ import annotations
+
+import time
+
+from dataprep.stage import GlobalStage, Stage
+
+
+class Sleepy(Stage):
+    """Passes each row on after a tenth of a second."""
+
+    name = "sleepy"
+    reads = ("key",)
+    batch_size = 1
+
+    def process_batch(self, batch):
+        time.sleep(0.1)
+        return batch
+
+
+class SameCaption(GlobalStage):
+    """Keeps one row per exact caption (the smallest key); a minimal global stage for runner tests."""
+
+    name = "same_caption"
+    reads = ("caption",)
+
+    def run(self, ds):
+        import pyarrow as pa
+
+        first: dict[str, str] = {}
+        for row in ds.select_columns(["key", "caption"]).iter_rows():
+            caption = row["caption"] or row["key"]
+            first[caption] = min(first.get(caption, row["key"]), row["key"])
+
+        def mark(batch: pa.Table) -> pa.Table:
+            keys, captions = batch.column("key").to_pylist(), batch.column("caption").to_pylist()
+            kept = [first[c or k] for k, c in zip(keys, captions, strict=True)]
+            reject = [None if f == k else "duplicate" for f, k in zip(kept, keys, strict=True)]
+            dup_of = [None if f == k else f for f, k in zip(kept, keys, strict=True)]
+            return batch.append_column("_reject", pa.array(reject, pa.string())).append_column(
+                "_duplicate_of", pa.array(dup_of, pa.string()))
+
+        return ds.map_batches(mark, batch_format="pyarrow")

@@ -109,6 +109,11 @@ def probe_uri(uri: str, *, max_count_seconds: float = 600.0) -> dict[str, Any]:
         return info
 
 
+def _displayed(width: int, height: int, rotation: int) -> tuple[int, int]:
+    """Width and height as shown, after a quarter turn swaps them."""
+    return (height, width) if rotation in (90, 270) else (width, height)
+
+
 def _probe_image(path: str) -> dict[str, Any] | None:
     from PIL import Image, UnidentifiedImageError
 
@@ -122,9 +127,7 @@ def _probe_image(path: str) -> dict[str, Any] | None:
         img.load()
         orientation = img.getexif().get(0x0112, 1)
         rotation = _EXIF_ROTATION.get(orientation, 0)
-        width, height = img.size
-        if rotation in (90, 270):
-            width, height = height, width
+        width, height = _displayed(*img.size, rotation)
         return {
             "media_type": "image",
             "width": width,
@@ -169,9 +172,7 @@ def _probe_video(path: str, max_count_seconds: float) -> dict[str, Any]:
                 duration = last_time + 1.0 / fps
         if frames is None and duration and fps:
             frames = round(duration * fps)
-        width, height = first.width, first.height
-        if rotation in (90, 270):
-            width, height = height, width
+        width, height = _displayed(first.width, first.height, rotation)
         return {
             "media_type": "video",
             "width": width,

@@ -30,3 +30,12 @@ def read_ledger(output) -> list[dict]:
     if not parts:
         return []
     return pa.concat_tables([pq.read_table(p) for p in parts]).to_pylist()
+
+
+def write_config(path, *, input, output, stages: list[str], plugins=(), sink: str = "{}"):
+    """Write a job config naming `stages` (plain names, default options) and return its path."""
+    lines = [f"input: {input}", f"output: {output}", f"plugins: [{', '.join(plugins)}]", "stages:"]
+    lines += [f"  - stage: {name}" for name in stages]
+    lines.append(f"sink: {sink}")
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -42,3 +42,27 @@ class SameCaption(GlobalStage):
                 "_duplicate_of", pa.array(dup_of, pa.string()))
 
         return ds.map_batches(mark, batch_format="pyarrow")
+
+
+class SetupOnce(Stage):
+    """Records the worker process of each row, its setup() calls and how many batches it has seen."""
+
+    name = "setup_once"
+    reads = ("key",)
+    writes = ("worker_pid", "setup_calls", "batches_seen")
+    batch_size = 4
+
+    def setup(self) -> None:
+        self.calls = getattr(self, "calls", 0) + 1
+        self.batches = 0
+
+    def process_batch(self, batch):
+        import os
+
+        import pyarrow as pa
+
+        n = batch.num_rows
+        self.batches += 1
+        return (batch.append_column("worker_pid", pa.array([os.getpid()] * n, pa.int64()))
+                .append_column("setup_calls", pa.array([self.calls] * n, pa.int32()))
+                .append_column("batches_seen", pa.array([self.batches] * n, pa.int32())))

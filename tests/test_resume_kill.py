@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -16,24 +15,15 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
+from tests.helpers import write_config
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 
 def _config(tmp_path: Path, sample_dir: Path, out: Path) -> Path:
-    path = tmp_path / f"{out.name}.yaml"
-    path.write_text(textwrap.dedent(f"""
-        input: {sample_dir}
-        output: {out}
-        plugins: [tests.plugin_stages]
-        stages:
-          - stage: ingest
-          - stage: probe
-          - stage: sleepy
-          - stage: size_filter
-        sink: {{max_samples: 2}}
-    """))
-    return path
+    return write_config(tmp_path / f"{out.name}.yaml", input=sample_dir, output=out, plugins=["tests.plugin_stages"],
+                        stages=["ingest", "probe", "sleepy", "size_filter"], sink="{max_samples: 2}")
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

@@ -14,6 +14,7 @@ from dataprep.config import load_config
 from dataprep.errors import ConfigError
 from dataprep.plan import build_plan
 from dataprep.runner import run_plan
+from tests.helpers import write_config
 
 pytestmark = pytest.mark.integration
 QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
@@ -100,17 +101,8 @@ def test_other_config_into_same_output_is_refused(quickstart_output, sample_dir)
 
 def test_global_stage_segment_ledger_and_resume(ray_session, sample_dir, tmp_path):
     out = tmp_path / "out"
-    config = tmp_path / "job.yaml"
-    config.write_text(f"""
-input: {sample_dir}
-output: {out}
-plugins: [tests.plugin_stages]
-stages:
-  - stage: ingest
-  - stage: probe
-  - stage: same_caption
-  - stage: size_filter
-""")
+    config = write_config(tmp_path / "job.yaml", input=sample_dir, output=out, plugins=["tests.plugin_stages"],
+                          stages=["ingest", "probe", "same_caption", "size_filter"])
     plan = build_plan(load_config(config))
     first = run_plan(plan, progress=False)
     manifest = {r["key"]: r for r in pq.read_table(out / "manifest.parquet").to_pylist()}
@@ -125,3 +117,24 @@ stages:
     before = _digest_tree(out)
     assert run_plan(plan, progress=False).new_rows == 0
     assert _digest_tree(out) == before
+
+
+def test_stage_with_setup_runs_on_an_actor_pool(ray_session, sample_dir, tmp_path):
+    out = tmp_path / "out"
+    config = tmp_path / "job.yaml"
+    config.write_text(f"""
+input: {sample_dir}
+output: {out}
+plugins: [tests.plugin_stages]
+stages:
+  - stage: ingest
+  - stage: setup_once
+    concurrency: 2
+    batch_size: 3
+""")
+    run_plan(build_plan(load_config(config)), progress=False)
+    manifest = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert len(manifest) == len((sample_dir / "manifest.jsonl").read_text().splitlines())
+    assert {r["setup_calls"] for r in manifest} == {1}
+    assert max(r["batches_seen"] for r in manifest) > 1  # state outlives a batch: an actor, not a task
+    assert 1 <= len({r["worker_pid"] for r in manifest}) <= 2

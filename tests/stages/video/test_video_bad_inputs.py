@@ -257,3 +257,12 @@ def test_container_with_a_late_start_time(media_dir: Path) -> None:
     for row, colour in zip(rows, ["red", "green", "green"], strict=True):
         clip = _assert_clips_ok([row])[0]
         assert colour_of(clip["first"]) == colour_of(clip["last"]) == colour
+
+
+def test_video_shorter_than_the_stated_duration(scenes_30fps: Path) -> None:
+    # A container whose audio outlives the video states the longer duration; the clip says what it holds.
+    row = {**describe(scenes_30fps, "long"), "duration": 11.5}
+    params = StandardizeParams(preset="ultrafast", min_seconds=1, max_seconds=None, width=64, height=48)
+    (out,) = Standardize(params).process_batch(table([row])).to_pylist()
+    assert out["_reject"] is None and out["frames"] == decode_clip(out["media"])["decoded"] == 228  # 9.5 s at 24 fps
+    assert out["clip_end"] == pytest.approx(9.5) and out["duration"] == pytest.approx(9.5)

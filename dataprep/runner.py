@@ -169,10 +169,19 @@ def _make_datasink(plan: Plan, token: str) -> Any:
     sink_config = plan.config.sink
     output = plan.config.output
 
+    # Ray bundles blocks for each write task up to one target. Rows that carry media bytes
+    # are bundled by bytes (1000 clips of 5 MB must not wait in memory for one task); rows
+    # that only point at their media are bundled by count, so shards still fill up.
+    carries_media = columns.MEDIA in plan.columns
+
     class ShardDatasink(Datasink[list[str]]):
         @property
-        def min_rows_per_write(self) -> int:
-            return sink_config.max_samples
+        def min_rows_per_write(self) -> int | None:
+            return None if carries_media else sink_config.max_samples
+
+        @property
+        def min_bytes_per_write(self) -> int | None:
+            return sink_config.max_bytes if carries_media else None
 
         def write(self, blocks: Any, ctx: Any) -> list[str]:
             writer = ShardWriter(

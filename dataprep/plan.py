@@ -136,7 +136,9 @@ def build_plan(config: JobConfig, registry: Registry | None = None) -> Plan:
     for p in planned:
         if p.index > 0 and issubclass(p.cls, Source):
             problems.append(f"stage {p.name!r} (stages[{p.index}]) is a source; only stages[0] may be one")
-        for column in p.cls.reads:
+        # An instance may read more than its class declares, depending on its options.
+        instance = p.instantiate()
+        for column in instance.reads:
             if column not in available:
                 writers = _writers_of(column, registry)
                 fix = (
@@ -148,7 +150,7 @@ def build_plan(config: JobConfig, registry: Registry | None = None) -> Plan:
                     f"stage {p.name!r} (stages[{p.index}]) reads column {column!r}, "
                     f"which no earlier stage writes; fix: {fix}"
                 )
-        available.extend(c for c in p.cls.writes if c not in available)
+        available.extend(c for c in instance.writes if c not in available)
     bucket = config.sink.bucket_column
     if bucket is not None and bucket not in available:
         problems.append(f"`sink.bucket_column` is {bucket!r}, which no stage writes; fix: remove it or add its stage")

@@ -215,7 +215,8 @@ def init_ray(plan: Plan, *, address: str | None = None, tiny_models: bool = Fals
         if address:
             kwargs["address"] = address
         else:
-            kwargs.update(num_cpus=plan.config.ray.num_cpus, include_dashboard=False)
+            # "local" always starts a new instance: a `ray start` cluster on this machine is not ours to join.
+            kwargs.update(address="local", num_cpus=plan.config.ray.num_cpus, include_dashboard=False)
         ray.init(**kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress

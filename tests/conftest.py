@@ -26,7 +26,7 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
                      [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}})
     ctx = ray.data.DataContext.get_current()

@@ -54,7 +54,7 @@ def test_inconsistent_options_fail(tmp_path):
 
 def test_missing_column_names_the_stage_that_writes_it(tmp_path):
     message = _problems(tmp_path, [{"stage": "ingest"}, {"stage": "size_filter"}])
-    assert "reads column 'width'" in message and "add 'probe' before it" in message
+    assert "reads column 'width', which no earlier stage writes; fix: add 'probe'" in message
 
 
 def test_first_stage_must_be_source(tmp_path):

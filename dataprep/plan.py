@@ -27,8 +27,11 @@ class PlannedStage:
     concurrency: int | None
 
     def instantiate(self) -> Stage | GlobalStage | Source:
-        """A fresh instance of the stage with its options."""
-        return self.cls(self.params)
+        """A fresh instance of the stage with its options and the resources its workers get."""
+        stage = self.cls(self.params)
+        # The config may override the class's resources; the stage sizes its threads from these.
+        stage.resources = self.resources
+        return stage
 
     @property
     def is_global(self) -> bool:

@@ -95,3 +95,8 @@ def test_overrides_and_yaml_errors(tmp_path):
 def test_all_problems_reported_at_once(tmp_path):
     message = _problems(tmp_path, [{"stage": "ingest"}, {"stage": "prob"}, {"stage": "size_filter", "min_sid": 1}])
     assert "prob" in message and "min_sid" in message
+
+
+def test_configured_resources_reach_the_stage_instance(tmp_path):
+    plan = build_plan(_config(tmp_path, [{"stage": "ingest"}, {"stage": "probe", "resources": {"cpus": 3}}]))
+    assert plan.stages[0].instantiate().resources.cpus == 3

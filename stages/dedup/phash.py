@@ -1,12 +1,15 @@
-"""Perceptual hashes of frames (DCT pHash, 64 bits) and the token sets MinHash is taken of.
+"""Perceptual hashes of frames (DCT pHash, 63 bits) and the token sets MinHash is taken of.
 
-    h = phash_frames([jpeg_bytes, ...])      # (F,) uint64, one hash per frame
-    toks = hash_tokens(h, bands=8)           # uint64 tokens of the clip
+    w = frames_window_hashes([jpeg_bytes, ...])   # (F * 6,) uint64: 6 window hashes per frame
+    toks = hash_tokens(w, bands=4)                # uint64 tokens of the clip
 
 pHash: grayscale, area-resize to 32x32, 2-D DCT, the 8x8 lowest frequencies without the
 DC term (63 coefficients) each compared with their median: a 63-bit hash that survives
 re-encoding, resizing and a uniform brightness change exactly or within a few bits.
-Tokens: each frame hash is cut into `bands` fixed bit groups and each (group index,
+Each frame is hashed whole and in five 90% windows (centre, corners) so that a crop of
+up to ~10% reproduces one of them (see `candidates.frame_distance`; measured: the test edits
+stay within 4 bits, distinct whole photos are >= 10 bits apart).
+Tokens: each window hash is cut into `bands` fixed bit groups and each (group index,
 group value) is a token, so a frame that differs in a few bits still shares most of its
 groups; a clip's set is the union over its frames, so a trimmed clip or one at another
 fps, whose sampled frames move a little in time, still shares most tokens.
@@ -46,16 +49,6 @@ def decode_gray(jpeg: bytes) -> np.ndarray | None:
     return arr if arr is not None and arr.size else None
 
 
-def phash_frames(frames: Sequence[bytes] | None) -> np.ndarray:
-    """(F,) uint64 pHashes of the frames that decode (undecodable ones are skipped)."""
-    out = []
-    for jpeg in frames or ():
-        gray = decode_gray(jpeg)
-        if gray is not None:
-            out.append(phash_gray(gray))
-    return np.array(out, dtype=np.uint64)
-
-
 # A crop moves the picture inside the frame and changes the plain pHash by 10-30 bits
 # (as much as two unrelated images differ); so each frame is also hashed in windows that
 # a crop of up to ~10% reproduces: the centre and the four corners at 90% of each side.
@@ -73,9 +66,23 @@ def window_hashes(gray: np.ndarray) -> np.ndarray:
     return np.array([phash_gray(v) for v in views], dtype=np.uint64)
 
 
+# Frames flatter than this (grey-level standard deviation at 32x32, of 255) are skipped:
+# a black or single-colour frame has a meaningless pHash that every fade to black shares.
+MIN_CONTRAST = 4.0
+
+
+def informative(gray: np.ndarray) -> bool:
+    """Whether a frame has enough structure for its pHash to mean anything."""
+    import cv2
+
+    small = cv2.resize(gray, (_HASH_SIDE, _HASH_SIDE), interpolation=cv2.INTER_AREA)
+    return float(small.std()) >= MIN_CONTRAST
+
+
 def frames_window_hashes(frames: Sequence[bytes] | None) -> np.ndarray:
-    """(F * WINDOWS,) uint64: `window_hashes` of every frame that decodes, frame-major."""
-    out = [window_hashes(g) for g in map(decode_gray, frames or ()) if g is not None]
+    """(F * WINDOWS,) uint64: `window_hashes` of every informative frame that decodes, frame-major."""
+    grays = [g for g in map(decode_gray, frames or ()) if g is not None and informative(g)]
+    out = [window_hashes(g) for g in grays]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.uint64)
 
 

@@ -82,3 +82,14 @@ def test_missing_columns_fail_before_any_work(ray_session):
     t = pa.table({"key": ["a"], "caption": ["x y"], "width": [1], "height": [1]})
     with pytest.raises(ValueError, match=r"reads \['frames'\].*fix: add the stage"):
         MinHashDedup(MinHashDedup.Params(mode="both")).run(ray.data.from_arrow(t))
+
+
+def test_single_partition_and_empty_input(ray_session):
+    ray = ray_session
+    t = pa.table({"key": ["a", "b", "c"], "caption": ["one two three", "One two, three!", None],
+                  "width": [1, 2, 3], "height": [1, 1, 1]})
+    stage = MinHashDedup(MinHashDedup.Params(mode="text", num_partitions=1))
+    out = _collect(ray, stage.run(ray.data.from_arrow(t))).sort_by("key")
+    assert out.column(REJECT).to_pylist() == ["duplicate", None, None]
+    assert out.column(DUPLICATE_OF).to_pylist() == ["b", None, None]    # b: larger resolution
+    assert stage.run(ray.data.from_arrow(t.slice(0, 0))).count() == 0

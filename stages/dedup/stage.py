@@ -1,0 +1,342 @@
+"""`minhash_dedup`: remove near-duplicate samples by caption text and/or sampled frames.
+
+Pipeline (all on Ray, nothing row-sized on the driver):
+1. per materialized block, a slim table: per row a node id (block index << 32 | row),
+   the keep-policy value, and per signal (text: caption shingles; visual: window pHashes
+   of `frames`) the LSH band keys of its MinHash signature plus the verification
+   payload. Signatures themselves are never stored.
+2. bucket shuffle: tasks hash-partition (band key, node, kind) records; each partition
+   finds the candidate pairs of its buckets. A pair then visits the node partition of
+   each endpoint to pick up its payload (stored once per row) and is verified there.
+3. connected components: large-star / small-star rounds over hash-partitioned edges
+   (components.py) until an order-free checksum of the edge set stops changing.
+4. decision: members joined with their policy value, key and payload, grouped by
+   component root; the best row (highest value, then smallest key) is kept and
+   represents the members verified similar to it; the best of the rest represents
+   those similar to it, and so on (so `_duplicate_of` always names a verified match).
+5. decisions (rows in clusters only) are routed to the tasks of the blocks they belong
+   to, which add `_reject`, `_duplicate_of` and `dup_cluster`: the rows never move.
+
+Modes: `text`, `visual`, or `both` (two independent signatures and LSH indexes whose
+edges go into one graph: a pair that matches on either signal is a duplicate).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dataprep.columns import KEY
+from dataprep.stage import GlobalStage, Resources
+
+log = logging.getLogger(__name__)
+
+CLUSTER = "dup_cluster"
+_NODE, _SCORE, _TBANDS, _TPAY, _VBANDS, _VPAY = ("_dd_node", "_dd_score", "_dd_tbands", "_dd_tpay",
+                                                "_dd_vbands", "_dd_vpay")
+
+
+class MinHashDedupParams(BaseModel):
+    """Options of `minhash_dedup`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["text", "visual", "both"] = Field(
+        "both", description="Signals compared: caption text, sampled frames, or both (a match on either "
+                            "is a duplicate). Both by default: re-uploads often change one of the two.")
+    text_column: str = Field("caption", description="Column holding the caption text.")
+    ngram: int = Field(2, description="Words per text shingle. 2: COCO-length captions (~10 words) keep "
+                                      "enough shingles while word order still counts.")
+    num_perm: int = Field(128, description="MinHash permutations per signature. 128: Jaccard error ~0.04 "
+                                           "(1/sqrt(128)/2) at 512 bytes a signature.")
+    seed: int = Field(42, description="Seed of the permutations; the same seed gives the same signatures.")
+    threshold: float = Field(0.7, description="Caption Jaccard similarity (0-1) from which two captions are "
+                                              "duplicates. 0.7: templated and lightly edited captions, not "
+                                              "paraphrases.")
+    bands: int | None = Field(None, description="Text LSH bands; with `rows`, overrides the choice from "
+                                                "`threshold` (datasketch's optimal parameters).")
+    rows: int | None = Field(None, description="Text LSH rows per band (see `bands`).")
+    visual_threshold: float = Field(0.05, description="Jaccard (0-1) of frame-hash token sets from which two "
+                                    "items become LSH candidates. Low, 0.05: a 10% crop shares only the "
+                                    "tokens of one hash window; `verify` removes the false candidates.")
+    visual_bands: int | None = Field(None, description="Visual LSH bands; with `visual_rows`, overrides "
+                                                       "the choice from `visual_threshold`.")
+    visual_rows: int | None = Field(None, description="Visual LSH rows per band (see `visual_bands`).")
+    hash_bands: int = Field(4, description="Groups each 63-bit frame hash is cut into for tokens. 4 (about "
+                                           "16 bits each): unrelated images share none, a hash a few bits "
+                                           "off still shares some.")
+    verify: bool = Field(True, description="Check every LSH candidate exactly (text: Jaccard of shingle "
+                                           "sets; visual: frame hashes) before merging. On: precision.")
+    max_hamming: int = Field(6, description="Bits (of 63) within which two frames match (see "
+                                            "candidates.frame_distance). 6: the edits in the tests measure "
+                                            "<= 4 bits; 2 of 72k pairs of tiles cut from different photos "
+                                            "(hard negatives) measure <= 6.")
+    frame_match: float = Field(0.25, description="Fraction (0-1] of the shorter clip's frames that must have "
+                                                 "a match for a visual duplicate. 0.25 (2 of 8): a 10% trim of "
+                                                 "a fast-cut clip moves the sampled frames; measured 0.25-1.0 "
+                                                 "on trims, 0 on distinct clips.")
+    recall_weight: float = Field(0.8, description="Weight (0-1) of false negatives against false positives when "
+                                                  "bands x rows are chosen from a threshold (datasketch's "
+                                                  "method). 0.8: verification removes false candidates, missed "
+                                                  "ones are lost; gives P(candidate | J=threshold+0.1) ~0.99.")
+    keep: Literal["score", "duration", "resolution"] = Field(
+        "resolution", description="Which row of a cluster survives: highest `score_column`, longest "
+                                  "duration, or most pixels; ties go to the smallest key.")
+    score_column: str | None = Field(None, description="Column whose highest value wins when keep=score.")
+    num_partitions: int = Field(8, description="Hash partitions of buckets, edges and decisions. 8 suits a "
+                                               "laptop; use ~2-4x the cluster's cores.")
+    max_bucket: int = Field(32, description="Bucket size up to which all pairs are candidates; above, a star "
+                                            "from the smallest node (linear cost for mass duplicates).")
+    max_rounds: int = Field(64, description="Cap on connected-component rounds (they converge in a few).")
+
+    @field_validator("threshold", "visual_threshold", "recall_weight")
+    @classmethod
+    def _unit_open(cls, v: float, info) -> float:
+        if not 0 < v < 1:
+            raise ValueError(f"`{info.field_name}` must be in (0, 1), got {v}")
+        return v
+
+    @field_validator("frame_match")
+    @classmethod
+    def _unit_half_open(cls, v: float, info) -> float:
+        if not 0 < v <= 1:
+            raise ValueError(f"`{info.field_name}` must be in (0, 1], got {v}")
+        return v
+
+    @field_validator("ngram")
+    @classmethod
+    def _ngram(cls, v: int) -> int:
+        if not 1 <= v <= 8:
+            raise ValueError(f"`ngram` must be in [1, 8], got {v}")
+        return v
+
+    @field_validator("num_perm", "num_partitions", "max_bucket", "max_rounds", "hash_bands")
+    @classmethod
+    def _positive(cls, v: int, info) -> int:
+        if v < 1 or (info.field_name == "max_bucket" and v < 2):
+            raise ValueError(f"`{info.field_name}` must be >= {2 if info.field_name == 'max_bucket' else 1}, got {v}")
+        return v
+
+    @field_validator("max_hamming")
+    @classmethod
+    def _hamming(cls, v: int) -> int:
+        if not 0 <= v < 32:
+            raise ValueError(f"`max_hamming` must be in [0, 32), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> MinHashDedupParams:
+        for b, r in (("bands", "rows"), ("visual_bands", "visual_rows")):
+            bv, rv = getattr(self, b), getattr(self, r)
+            if (bv is None) != (rv is None):
+                raise ValueError(f"give both `{b}` and `{r}` or neither, got {b}={bv}, {r}={rv}")
+            if bv is not None and (bv < 1 or rv < 1 or bv * rv > self.num_perm):
+                raise ValueError(f"`{b}` x `{r}` must be >= 1 and <= num_perm ({self.num_perm}), got {bv} x {rv}")
+        if self.keep == "score" and not self.score_column:
+            raise ValueError("keep=score needs `score_column`, the column whose highest value wins")
+        return self
+
+
+def _policy_values(batch, params: MinHashDedupParams) -> np.ndarray:
+    """(N,) float64: the value the keep policy maximizes (missing -> -inf)."""
+    def col(name: str) -> np.ndarray:
+        if name not in batch.column_names:
+            raise KeyError(f"keep={params.keep} needs column {name!r}, which the rows do not have")
+        return batch.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+
+    if params.keep == "score":
+        v = col(params.score_column)
+    elif params.keep == "duration":
+        v = col("duration")
+    else:
+        v = col("width") * col("height")
+    return np.where(np.isnan(v), -np.inf, v)
+
+
+class MinHashDedup(GlobalStage):
+    """Near-duplicate removal with MinHash LSH on caption text and/or frame hashes."""
+
+    name: ClassVar[str] = "minhash_dedup"
+    # What every configuration reads. An instance's `reads` adds what its options need
+    # (`frames` for visual/both, the keep-policy columns); `run` checks them first.
+    reads: ClassVar[tuple[str, ...]] = (KEY, "caption")
+    writes: ClassVar[tuple[str, ...]] = (CLUSTER,)
+    Params: ClassVar[type[BaseModel]] = MinHashDedupParams
+    resources: ClassVar[Resources] = Resources(cpus=1.0)
+    batch_size: ClassVar[int] = 1024
+    heavy: ClassVar[tuple[str, ...]] = ("frames",)
+    # module -> the pip requirement that provides it: numba compiles the shingle and
+    # MinHash kernels.
+    requires: ClassVar[dict[str, str]] = {"numba": "numba>=0.60"}
+
+    def __init__(self, params: BaseModel | None = None) -> None:
+        super().__init__(params)
+        _check_requirements(self.requires)
+        self.stats: dict[str, Any] = {}  # filled by run(): how the work split over partitions
+        p: MinHashDedupParams = self.params
+        cols = [KEY]
+        if p.mode in ("text", "both"):
+            cols.append(p.text_column)
+        if p.mode in ("visual", "both"):
+            cols.append("frames")
+        if p.keep == "score":
+            cols.append(p.score_column)
+        elif p.keep == "duration":
+            cols.append("duration")
+        else:
+            cols += ["width", "height"]
+        self.reads = tuple(cols)  # what this configuration needs (the class lists the defaults)
+        self.text_lsh = (p.bands, p.rows) if p.bands else _optimal(p.threshold, p.num_perm, p.recall_weight)
+        self.visual_lsh = ((p.visual_bands, p.visual_rows) if p.visual_bands
+                           else _optimal(p.visual_threshold, p.num_perm, p.recall_weight))
+
+    # -- step 1: per-row features (plain Python; runs in Ray Data tasks) --------------
+    def features(self, batch, *, node_base: int = 0):
+        """The slim table of a block: key, node id (node_base + row index), policy value, and
+        per signal the LSH band keys and the verification payload. Input columns are not
+        copied (the block itself is annotated at the end)."""
+        import pyarrow as pa
+
+        from stages.dedup.lsh import band_keys
+        from stages.dedup.minhash import has_signature, signatures
+
+        p: MinHashDedupParams = self.params
+        n = batch.num_rows
+        nodes = np.uint64(node_base) + np.arange(n, dtype=np.uint64)
+        out = pa.table({KEY: batch.column(KEY), _NODE: nodes,
+                        _SCORE: pa.array(_policy_values(batch, p), pa.float64())})
+        empty = pa.array([[]] * n, pa.list_(pa.uint64()))
+        tb, tp, vb, vp = empty, empty, empty, empty
+        if p.mode in ("text", "both"):
+            from stages.dedup.shingles import shingle_hashes
+
+            sh = shingle_hashes(batch.column(p.text_column).to_pylist(), ngram=p.ngram)
+            sig = signatures(sh.hashes, sh.offsets, num_perm=p.num_perm, seed=p.seed)
+            tb = _bands_column(band_keys(sig, *self.text_lsh, salt=1), has_signature(sig))
+            tp = pa.ListArray.from_arrays(pa.array(sh.offsets.astype(np.int32)), pa.array(sh.hashes))
+        if p.mode in ("visual", "both"):
+            from stages.dedup.phash import frames_window_hashes, hash_tokens
+
+            wins = [frames_window_hashes(f) for f in batch.column("frames").to_pylist()]
+            toks = [hash_tokens(w, bands=p.hash_bands) for w in wins]
+            offsets = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum([len(t) for t in toks], out=offsets[1:])
+            flat = np.concatenate(toks) if n else np.zeros(0, dtype=np.uint64)
+            sig = signatures(flat, offsets, num_perm=p.num_perm, seed=p.seed + 1)
+            vb = _bands_column(band_keys(sig, *self.visual_lsh, salt=2), has_signature(sig))
+            vp = pa.array([w.tolist() for w in wins], pa.list_(pa.uint64()))
+        for name, col in ((_TBANDS, tb), (_TPAY, tp), (_VBANDS, vb), (_VPAY, vp)):
+            out = out.append_column(name, col)
+        return out
+
+    # -- the whole stage ----------------------------------------------------------------
+    def run(self, ds: Any) -> Any:
+        """Return every row of `ds` with `_reject`, `_duplicate_of` and `dup_cluster` set."""
+        import ray
+
+        from stages.dedup import steps
+
+        p: MinHashDedupParams = self.params
+        P = p.num_partitions
+        names = ds.schema().names
+        missing = [c for c in self.reads if c not in names]
+        if missing:
+            raise ValueError(f"minhash_dedup (mode={p.mode}, keep={p.keep}) reads {missing}, which the rows do "
+                             "not have; fix: add the stage that writes them (frame sampling for `frames`, probe "
+                             "for width/height/duration) or change `mode`/`keep`")
+        t0 = time.perf_counter()
+        # Materialize once: the upstream pipeline must not run twice. Node ids are
+        # (block index << 32 | row), so decisions go back to their block without a shuffle
+        # of the rows themselves (only the small decision table moves).
+        blocks = ds.materialize().to_arrow_refs()
+        if not blocks:
+            return ds
+        features = ray.remote(steps.features_block)
+        me = ray.put(self)
+        slim_refs = [features.remote(me, block, i) for i, block in enumerate(blocks)]
+        log.info("minhash_dedup: %d blocks, %d partitions, text LSH %s, visual LSH %s", len(blocks), P,
+                 self.text_lsh if p.mode != "visual" else None, self.visual_lsh if p.mode != "text" else None)
+        ray.wait(slim_refs, num_returns=len(slim_refs), fetch_local=False)
+        t_feat = time.perf_counter()
+        scatter = ray.remote(steps.scatter_block).options(num_returns=2 * P)
+        outs = [scatter.remote(ref, P) for ref in slim_refs]
+        bucket_parts = [[o[i] for o in outs] for i in range(P)]
+        attr_parts = [[o[P + i] for o in outs] for i in range(P)]
+        verify = steps.make_verify(p)
+        # Candidates per bucket partition; then each pair meets lo's payload (lo's node
+        # partition) and hi's payload (hi's), where it is verified: payloads are stored once
+        # per row, never copied into every band's bucket.
+        cand = ray.remote(steps.candidates_partition).options(num_returns=P + 1)
+        cands = [cand.remote(P, p.max_bucket, *parts) for parts in bucket_parts]
+        attach = ray.remote(steps.attach_partition).options(num_returns=P + 1)
+        att = [attach.remote(P, P, *[c[i] for c in cands], *attr_parts[i]) for i in range(P)]
+        check = ray.remote(steps.verify_partition).options(num_returns=P + 1)
+        ver = [check.remote(P, verify, P, *[a[i] for a in att], *attr_parts[i]) for i in range(P)]
+        edge_parts = [[v[i] for v in ver] for i in range(P)]
+        counts = ray.get([c[P] for c in cands])  # P small dicts
+        n_edges = ray.get([v[P] for v in ver])
+        t_cand = time.perf_counter()
+        self.stats = {"blocks": len(slim_refs), "partitions": P,
+                      "candidate_task_pids": [c["pid"] for c in counts],
+                      "bucket_records_per_partition": [c["records"] for c in counts],
+                      "candidate_pairs_per_partition": [c["candidates"] for c in counts],
+                      "verified_edges_per_partition": n_edges}
+        star = ray.remote(steps.star_partition).options(num_returns=P + 1)
+        prev, rounds = None, 0
+        while rounds < p.max_rounds:
+            rounds += 1
+            for large in (True, False):
+                res = [star.remote(large, P, *parts) for parts in edge_parts]
+                edge_parts = [[r[i] for r in res] for i in range(P)]
+            # Fingerprint of the edge set that entered small-star: unchanged means a fixpoint.
+            total = sum(ray.get([r[P] for r in res])) % (1 << 64)
+            if total == prev:
+                break
+            prev = total
+        log.info("minhash_dedup: connected components converged in %d rounds", rounds)
+        self.stats["cc_rounds"] = rounds
+        t_cc = time.perf_counter()
+        member = ray.remote(steps.members_partition).options(num_returns=P + 1)
+        mem = [member.remote(P, len(edge_parts[i]), *edge_parts[i], *attr_parts[i]) for i in range(P)]
+        decide = ray.remote(steps.decide_and_route).options(num_returns=P + 1)
+        decisions = [decide.remote(P, verify, *[m[i] for m in mem]) for i in range(P)]
+        dec_rows = ray.get([d[P] for d in decisions])
+        self.stats["cluster_rows_per_partition"] = dec_rows
+        annotate = ray.remote(steps.annotate_block)
+        out = [annotate.remote(block, i, *[d[i % P] for d in decisions]) for i, block in enumerate(blocks)]
+        ray.wait(out, num_returns=len(out), fetch_local=False)
+        self.stats["seconds"] = {"signatures": round(t_feat - t0, 1), "buckets_verify": round(t_cand - t_feat, 1),
+                                 "components": round(t_cc - t_cand, 1),
+                                 "decide_annotate": round(time.perf_counter() - t_cc, 1)}
+        return ray.data.from_arrow_refs(out)
+
+
+def _check_requirements(requires: dict[str, str]) -> None:
+    """Fail at construction, naming the fix, when an optional dependency is missing."""
+    import importlib.util
+
+    missing = [req for mod, req in requires.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        raise ImportError(f"minhash_dedup needs {', '.join(missing)}; fix: "
+                          f"`pip install {' '.join(repr(m) for m in missing)}`")
+
+
+def _optimal(threshold: float, num_perm: int, recall_weight: float) -> tuple[int, int]:
+    from stages.dedup.lsh import lsh_params
+
+    return lsh_params(threshold, num_perm, fp_weight=1 - recall_weight, fn_weight=recall_weight)
+
+
+def _bands_column(keys: np.ndarray, valid: np.ndarray):
+    """list<uint64> column: a row's band keys, or an empty list when it has no signature."""
+    import pyarrow as pa
+
+    n, b = keys.shape
+    lengths = np.where(valid, b, 0)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(keys[valid].ravel(), pa.uint64()))

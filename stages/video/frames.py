@@ -120,8 +120,15 @@ class FrameSample(Stage):
             n = self.params.num_frames
             times = [lo + (k + 0.5) * (hi - lo) / n for k in range(n)]
             if hi - lo > _SEEK_ABOVE_SECONDS:
-                return [self._jpeg(_frame_at(container, stream, t, origin).to_image()) for t in times]
-            return [self._jpeg(frame.to_image()) for frame in _frames_at(container, stream, times, origin)]
+                return [self._jpeg(_upright(_frame_at(container, stream, t, origin))) for t in times]
+            return [self._jpeg(_upright(frame)) for frame in _frames_at(container, stream, times, origin)]
+
+
+def _upright(frame: Any) -> Any:
+    """The frame as a PIL image turned as the container says it is displayed (phone videos)."""
+    image = frame.to_image()
+    angle = int(round(frame.rotation or 0)) % 360  # counter-clockwise degrees, as PIL's rotate takes them
+    return image.rotate(angle, expand=True) if angle else image
 
 
 def _length(container: Any, stream: Any) -> float | None:

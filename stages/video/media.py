@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -11,6 +12,29 @@ class NoVideoStreamError(ValueError):
 
 class NoFramesError(ValueError):
     """The video stream decodes to no frame at all."""
+
+
+class CorruptVideoError(ValueError):
+    """More packets of the video stream fail to decode than allowed."""
+
+
+def decode_tolerant(container: Any, stream: Any, max_corrupt: int) -> Iterator[Any]:
+    """The frames of `stream`, skipping up to `max_corrupt` packets the decoder refuses.
+
+    Past that, raise `CorruptVideoError` naming where the first bad packet is.
+    """
+    import av
+
+    bad: list[float] = []
+    for packet in container.demux(stream):
+        try:
+            yield from packet.decode()
+        except av.error.InvalidDataError as exc:
+            at = float(packet.pts * packet.time_base) - origin_seconds(container) if packet.pts is not None else -1.0
+            bad.append(at)
+            if len(bad) > max_corrupt:
+                raise CorruptVideoError(f"video packet at {bad[0]:.2f}s does not decode ({len(bad)} bad, "
+                                        f"max_corrupt_packets {max_corrupt}): {exc}") from exc
 
 
 def first_video_stream(container: Any) -> Any:

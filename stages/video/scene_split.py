@@ -7,10 +7,13 @@
 
 Each video row becomes one row per scene, keyed `child_key(key, i)`, with
 `parent_key` naming the video. Hard cuts are found from the HSV difference of
-consecutive downscaled frames (see `stages.video.cuts`). Fades through black are
-not cuts by default (the fade stays inside its scene); with `fades: true` the
-black frames are dropped and the scene splits there. Dissolves (cross-fades) are
-gradual, so they are not split unless one step of the blend passes `threshold`.
+consecutive downscaled frames (see `stages.video.cuts`). Fades are gradual, so by
+default the ramp stays inside its scene; only the step into pure black and out of it
+may read as cuts (the last faint pixels carry full saturation), which leaves the
+black run as a short scene of its own that `standardize` drops by `min_seconds`.
+With `fades: true` every run of frames darker than `fade_threshold` is removed and
+the scene splits there. Dissolves (cross-fades) are not split unless one step of
+the blend passes `threshold`.
 Image rows and rows already rejected pass through unchanged.
 """
 
@@ -76,6 +79,12 @@ class SceneSplitParams(BaseModel):
         description="Mean brightness (HSV value, 0-255) under which a frame is black, for `fades` ; "
         "12 is PySceneDetect's ThresholdDetector default.",
     )
+    max_corrupt_packets: int = Field(
+        0,
+        ge=0,
+        description="Packets that may fail to decode before the video is rejected (count); 0 because a "
+        "corrupt packet becomes a smeared frame in the clip, which a model would learn.",
+    )
     threads: int | None = Field(
         None,
         ge=1,
@@ -89,7 +98,7 @@ class SceneSplit(Stage):
 
     name = "scene_split"
     reads = (columns.KEY, columns.SOURCE, "media_type")
-    writes = (columns.PARENT, *SCENE_FIELDS.names)
+    writes = (columns.KEY, columns.PARENT, *SCENE_FIELDS.names)
     Params = SceneSplitParams
     resources: ClassVar[Resources] = Resources(cpus=1.0)
     batch_size = 4
@@ -98,7 +107,8 @@ class SceneSplit(Stage):
     def _settings(self) -> CutSettings:
         p = self.params
         threads = p.threads or max(1, int(round(self.resources.cpus)))
-        return CutSettings(p.threshold, p.min_scene_frames, p.analysis_width, p.fades, p.fade_threshold, threads)
+        return CutSettings(p.threshold, p.min_scene_frames, p.analysis_width, p.fades, p.fade_threshold, threads,
+                           p.max_corrupt_packets)
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         """One output row per scene of each video; other rows pass through once."""

@@ -14,8 +14,9 @@
 Rows of one source (the scenes `scene_split` made, or the whole video when there
 is no scene split) are cut by one ffmpeg process that decodes the source once
 (`stages.video.encode`). Each clip is H.264 yuv420p mp4 with `+faststart`, stored
-in `media`; `width`, `height`, `fps`, `duration` and `frames` become the clip's,
-measured from the written file. Rotation is applied (ffmpeg's autorotate), so a
+in `media`; `width`, `height`, `fps`, `duration` and `frame_count` become the clip's,
+measured from the written file, and so do `codec`, `pix_fmt`, `size_bytes`,
+`has_audio` and `rotation` (0: the rotation is in the pixels). Rotation is applied (ffmpeg's autorotate), so a
 portrait phone video stays portrait. Images pass through unchanged.
 """
 
@@ -34,9 +35,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from dataprep import columns, storage
 from dataprep.errors import row_error
+from dataprep.ffmpeg import ffmpeg_exe
 from dataprep.stage import Resources, Stage
-from stages.video.media import stream_end_seconds
 from stages.video.encode import ClipJob, Encoder, FFmpegError, build_argv, nvenc_available, run_ffmpeg
+from stages.video.media import stream_end_seconds
 from stages.video.plan import Clip, ClipRejected, Geometry, nearest_bucket, plan_clips, upscale_factor
 from stages.video.table import column_or_none, put, rejects
 
@@ -52,7 +54,13 @@ CLIP_FIELDS = pa.schema(
         ("height", pa.int32()),
         ("fps", pa.float64()),
         ("duration", pa.float64()),
-        ("frames", pa.int64()),
+        ("frame_count", pa.int64()),
+        # Probe's facts about the source, restated for the clip.
+        ("codec", pa.string()),
+        ("pix_fmt", pa.string()),
+        ("rotation", pa.int32()),
+        ("size_bytes", pa.int64()),
+        ("has_audio", pa.bool_()),
         ("clip_start", pa.float64()),
         ("clip_end", pa.float64()),
         ("bucket", pa.string()),
@@ -155,7 +163,7 @@ class Standardize(Stage):
 
     name = "standardize"
     reads = (columns.KEY, columns.SOURCE, "media_type", "width", "height", "fps", "duration")
-    writes = (columns.PARENT, *CLIP_FIELDS.names)
+    writes = (columns.KEY, columns.PARENT, *CLIP_FIELDS.names)
     heavy = (columns.MEDIA,)
     Params = StandardizeParams
     resources: ClassVar[Resources] = Resources(cpus=1.0)
@@ -163,7 +171,8 @@ class Standardize(Stage):
     expands = True
 
     def setup(self) -> None:
-        """Resolve the encoder once per worker; a missing NVENC that was asked for fails here, not per row."""
+        """Find ffmpeg and the encoder once per worker; a missing NVENC that was asked for fails here, not per row."""
+        ffmpeg_exe()  # imageio-ffmpeg checks its binary by running it: pay that once, here
         self._codec = self._choose_codec()
 
     def _choose_codec(self) -> str:
@@ -254,14 +263,17 @@ class Standardize(Stage):
                 try:
                     run_ffmpeg(build_argv(path, jobs, fps=fps, source_fps=rows.fps[first], encoder=encoder,
                                           with_audio=with_audio), timeout=self.params.timeout_seconds)
-                    for (i, j), job in zip(part, jobs, strict=True):
-                        results[(i, j)] = _read_clip(job.path)
-                except Exception as exc:  # ffmpeg or the written file failed: these clips' failure
+                except Exception as exc:  # ffmpeg failed: every clip of this run fails with it
                     reason = row_error(exc)
                     log.info("standardize: %s failed: %s", uri, reason)
                     results.update({ij: reason for ij in part})
-                finally:
-                    for job in jobs:
+                    continue
+                for ij, job in zip(part, jobs, strict=True):
+                    try:
+                        results[ij] = _read_clip(job.path)
+                    except Exception as exc:  # one clip unreadable: only that clip fails
+                        results[ij] = row_error(exc)
+                    finally:
                         if os.path.exists(job.path):
                             os.remove(job.path)
         return results
@@ -304,10 +316,12 @@ def _read_clip(path: str) -> dict[str, Any]:
         rate = stream.average_rate or stream.base_rate
         frames = stream.frames
         fps = float(rate)
-        info = {"width": stream.width, "height": stream.height, "fps": fps, "frames": frames,
-                "duration": frames / fps if fps else None}
+        info = {"width": stream.width, "height": stream.height, "fps": fps, "frame_count": frames,
+                "duration": frames / fps if fps else None, "codec": stream.codec_context.name,
+                "pix_fmt": stream.codec_context.pix_fmt, "rotation": 0, "has_audio": bool(container.streams.audio)}
     with open(path, "rb") as f:
         info[columns.MEDIA] = f.read()
+    info["size_bytes"] = len(info[columns.MEDIA])
     return info
 
 
@@ -341,10 +355,13 @@ def _assemble(
             out[columns.REJECT].append(reason)
             out[columns.MEDIA].append(info.get(columns.MEDIA) if reason is None else None)
             out[columns.MEDIA_EXT].append("mp4" if reason is None else None)
-            for name in ("width", "height", "fps", "duration", "frames"):
+            for name in ("width", "height", "fps", "duration", "frame_count", "codec", "pix_fmt", "rotation", "size_bytes",
+                         "has_audio"):
                 out[name].append(info.get(name) if info else _passthrough(batch, name, i))
             out["clip_start"].append(clip.start)
-            out["clip_end"].append(clip.end)
+            short = info and info["frame_count"] is not None and info["duration"] is not None and info["frame_count"] < clip.frames
+            # The source ran out before the planned end (a container duration longer than its video): say so.
+            out["clip_end"].append(clip.start + info["duration"] if short else clip.end)
             out["bucket"].append(geometries[i].bucket)
     table = batch.take(pa.array(take, type=pa.int64()))
     table = put(table, columns.KEY, out[columns.KEY], pa.string())

@@ -25,7 +25,7 @@ def test_video_metadata(tmp_path):
     _ffmpeg("-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=2", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path))
     (row,) = _probe(path)
     assert row["_reject"] is None
-    assert (row["media_type"], row["width"], row["height"], row["fps"], row["frames"]) == ("video", 320, 240, 25.0, 50)
+    assert (row["media_type"], row["width"], row["height"], row["fps"], row["frame_count"]) == ("video", 320, 240, 25.0, 50)
     assert row["duration"] == pytest.approx(2.0, abs=0.05)
     assert row["codec"] == "h264" and row["pix_fmt"] == "yuv420p" and row["has_audio"] is False
 
@@ -44,7 +44,7 @@ def test_webm_without_duration_counts_frames(tmp_path):
         subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=64x48:r=10:d=2",
                         "-c:v", "libvpx-vp9", "-deadline", "realtime", "-f", "webm", "pipe:1"], stdout=out, check=True)
     (row,) = _probe(path)
-    assert row["_reject"] is None and row["frames"] == 20
+    assert row["_reject"] is None and row["frame_count"] == 20
     assert row["duration"] == pytest.approx(2.0, abs=0.15)
 
 

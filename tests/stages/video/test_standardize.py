@@ -35,9 +35,9 @@ def _check_clip(row: dict, fps: int, sizes: set[tuple[int, int]]) -> dict:
     assert clip["rate"] == fps and row["fps"] == fps
     assert (clip["width"], clip["height"]) in sizes and (row["width"], row["height"]) == (clip["width"], clip["height"])
     assert clip["pix_fmt"] == "yuv420p"
-    assert clip["decoded"] == clip["stated_frames"] == row["frames"] == math.floor(asked * fps + 1e-6)
+    assert clip["decoded"] == clip["stated_frames"] == row["frame_count"] == math.floor(asked * fps + 1e-6)
     assert abs(row["duration"] - asked) < 1 / fps
-    assert row["duration"] == pytest.approx(row["frames"] / fps)
+    assert row["duration"] == pytest.approx(row["frame_count"] / fps)
     assert row["media_ext"] == "mp4" and clip["audio"] == 0 and row["has_audio"] is False
     assert (row["codec"], row["pix_fmt"], row["rotation"], row["size_bytes"]) == ("h264", "yuv420p", 0, len(row["media"]))
     return clip
@@ -94,7 +94,7 @@ def test_one_ffmpeg_process_per_source(scenes_30fps: Path, monkeypatch: pytest.M
     assert all(argv[argv.index("-threads") + 1] == "2" for argv in calls)
     assert sum("-ss" in argv for argv in calls) == 2  # later runs seek instead of decoding from the start
     for one, other in zip(rows, split_rows, strict=True):  # same clips, same frames, whichever way they were cut
-        assert (one["key"], one["frames"]) == (other["key"], other["frames"])
+        assert (one["key"], one["frame_count"]) == (other["key"], other["frame_count"])
         clip = _check_clip(other, 24, {(64, 48)})
         expected = _scene_colour(other["clip_start"] + 0.01)
         assert colour_of(clip["first"]) == colour_of(clip["last"]) == expected
@@ -103,11 +103,11 @@ def test_one_ffmpeg_process_per_source(scenes_30fps: Path, monkeypatch: pytest.M
 def test_long_policies(scenes_30fps: Path) -> None:
     row = describe(scenes_30fps, "vid")  # no scene split: the whole 9.5 s video is one scene
     split = Standardize(StandardizeParams(**{**FAST, "max_seconds": 4.0}, width=64, height=48)).process_batch(table([row]))
-    assert [(r["key"], r["clip_start"], r["clip_end"], r["frames"]) for r in split.to_pylist()] == [
+    assert [(r["key"], r["clip_start"], r["clip_end"], r["frame_count"]) for r in split.to_pylist()] == [
         ("vid_c0000", 0.0, 4.0, 96), ("vid_c0001", 4.0, 8.0, 96), ("vid_c0002", 8.0, 9.5, 36)]
     truncate = Standardize(StandardizeParams(**{**FAST, "max_seconds": 4.0}, long_policy="truncate", width=64,
                                              height=48)).process_batch(table([row])).to_pylist()
-    assert [(r["key"], r["frames"], r["_reject"]) for r in truncate] == [("vid", 96, None)]
+    assert [(r["key"], r["frame_count"], r["_reject"]) for r in truncate] == [("vid", 96, None)]
     drop = Standardize(StandardizeParams(**{**FAST, "max_seconds": 4.0}, long_policy="drop")).process_batch(table([row]))
     assert drop.column("_reject").to_pylist() == ["clip:too_long 9.500s > max_seconds 4.0s (long_policy=drop)"]
     short = Standardize(StandardizeParams(min_seconds=10.0, max_seconds=None)).process_batch(table([row]))
@@ -157,7 +157,7 @@ def test_source_fps_is_kept_when_fps_is_none(scenes_ntsc: Path) -> None:
     for r in out:
         clip = decode_clip(r["media"])
         assert clip["rate"] == Fraction(30000, 1001)
-        assert clip["decoded"] == r["frames"] == math.floor((r["clip_end"] - r["clip_start"]) * 30000 / 1001 + 1e-6)
+        assert clip["decoded"] == r["frame_count"] == math.floor((r["clip_end"] - r["clip_start"]) * 30000 / 1001 + 1e-6)
 
 
 def test_images_pass_through_untouched() -> None:

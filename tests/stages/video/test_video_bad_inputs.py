@@ -31,7 +31,7 @@ def _assert_clips_ok(rows: list[dict], size: tuple[int, int] = (64, 48)) -> list
     for r in rows:
         clip = decode_clip(r["media"])
         assert (clip["width"], clip["height"]) == size and clip["rate"] == 24 and clip["pix_fmt"] == "yuv420p"
-        assert clip["decoded"] == r["frames"]
+        assert clip["decoded"] == r["frame_count"]
         clips.append(clip)
     return clips
 
@@ -82,8 +82,8 @@ def test_variable_frame_rate(media_dir: Path) -> None:
     rows = _pipeline([describe(path, "vfr")])
     clips = _assert_clips_ok(rows)
     for r in rows:  # the last frame's display time is the container's guess, so allow a frame or two
-        assert r["frames"] == int((r["clip_end"] - r["clip_start"]) * 24 + 1e-6)
-    assert sum(r["frames"] for r in rows) == pytest.approx(4 * 24, abs=3)
+        assert r["frame_count"] == int((r["clip_end"] - r["clip_start"]) * 24 + 1e-6)
+    assert sum(r["frame_count"] for r in rows) == pytest.approx(4 * 24, abs=3)
     assert all(colour_of(c["first"]) == "green" for c in clips)
 
 
@@ -159,9 +159,9 @@ def test_webm_without_duration(media_dir: Path) -> None:
     row = describe(path, "w")
     assert row["duration"] is None
     (via_scenes,) = _pipeline([row])
-    assert via_scenes["frames"] == 48 and via_scenes["_reject"] is None
+    assert via_scenes["frame_count"] == 48 and via_scenes["_reject"] is None
     (alone,) = Standardize(PARAMS).process_batch(table([row])).to_pylist()  # length read from packet times
-    assert alone["_reject"] is None and alone["frames"] == 48 and colour_of(decode_clip(alone["media"])["last"]) == "yellow"
+    assert alone["_reject"] is None and alone["frame_count"] == 48 and colour_of(decode_clip(alone["media"])["last"]) == "yellow"
 
 
 def test_real_awkward_files(shared_data: Path) -> None:
@@ -196,6 +196,8 @@ def test_one_hour_video_in_bounded_memory(media_dir: Path) -> None:
     # Peak memory of ffmpeg itself: ru_maxrss would count the forking Python's pages, /usr/bin/time does not.
     log = media_dir / "ffmpeg_rss.txt"
     wrapper = media_dir / "ffmpeg_timed.sh"
+    if not Path("/usr/bin/time").exists():
+        pytest.skip("needs /usr/bin/time to measure ffmpeg's peak memory")
     wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/time -a -o {log} -f %M {ffmpeg_exe()} "$@"\n')
     wrapper.chmod(0o755)
     script = textwrap.dedent(f"""
@@ -218,7 +220,7 @@ def test_one_hour_video_in_bounded_memory(media_dir: Path) -> None:
         out = Standardize(params).process_batch(scenes)
         print(json.dumps({{"scenes": scenes.num_rows, "clips": out.num_rows,
             "rejects": [r for r in out.column("_reject").to_pylist() if r],
-            "frames": sum(out.column("frames").to_pylist()), "split_s": t1 - t0, "standardize_s": time.time() - t1,
+            "frames": sum(out.column("frame_count").to_pylist()), "split_s": t1 - t0, "standardize_s": time.time() - t1,
             "python_peak_kb": peak_kb(), "python_after_imports_kb": before}}))
     """)
     env = {**os.environ, "DATAPREP_FFMPEG": str(wrapper)}
@@ -264,5 +266,5 @@ def test_video_shorter_than_the_stated_duration(scenes_30fps: Path) -> None:
     row = {**describe(scenes_30fps, "long"), "duration": 11.5}
     params = StandardizeParams(preset="ultrafast", min_seconds=1, max_seconds=None, width=64, height=48)
     (out,) = Standardize(params).process_batch(table([row])).to_pylist()
-    assert out["_reject"] is None and out["frames"] == decode_clip(out["media"])["decoded"] == 228  # 9.5 s at 24 fps
+    assert out["_reject"] is None and out["frame_count"] == decode_clip(out["media"])["decoded"] == 228  # 9.5 s at 24 fps
     assert out["clip_end"] == pytest.approx(9.5) and out["duration"] == pytest.approx(9.5)

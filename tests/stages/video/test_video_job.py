@@ -28,7 +28,10 @@ def test_t2v_config_cuts_scenes_into_bucketed_clips(ray_session, tmp_path: Path)
     Image.new("RGB", (300, 300), (0, 255, 0)).save(src / "still.png")
     out = tmp_path / "out"
     # The video stages are named as plugins too, so the test does not depend on a fresh `pip install -e .`.
-    plan = build_plan(load_config(T2V, input=str(src), output=str(out)), Registry(VIDEO_STAGES))
+    config = load_config(T2V, input=str(src), output=str(out))
+    # Flat colour scenes are visual duplicates of one another by design; dedup is tested on the sample set.
+    config.stages = [s for s in config.stages if s.stage != "minhash_dedup"]
+    plan = build_plan(config, Registry(VIDEO_STAGES))
     run_plan(plan, progress=False)
 
     manifest = {r["key"]: r for r in pq.read_table(out / "manifest.parquet").to_pylist()}

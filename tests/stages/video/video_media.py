@@ -52,7 +52,7 @@ def describe(path: Path | str, key: str = "clip") -> dict[str, Any]:
             container.duration / 1e6 if container.duration else None)
         return {"key": key, "source": str(path), "caption": None, "media_type": "video", "width": w, "height": h,
                 "rotation": rotation, "fps": float(rate) if rate else None, "duration": duration,
-                "frames": stream.frames or None, "codec": stream.codec_context.name,
+                "frame_count": stream.frames or None, "codec": stream.codec_context.name,
                 "pix_fmt": stream.codec_context.pix_fmt, "size_bytes": Path(path).stat().st_size,
                 "has_audio": bool(container.streams.audio)}
 
@@ -60,7 +60,7 @@ def describe(path: Path | str, key: str = "clip") -> dict[str, Any]:
 SCHEMA = pa.schema([("key", pa.string()), ("source", pa.string()), ("caption", pa.string()),
                     ("media_type", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
                     ("rotation", pa.int32()), ("fps", pa.float64()), ("duration", pa.float64()),
-                    ("frames", pa.int64()), ("codec", pa.string()), ("pix_fmt", pa.string()),
+                    ("frame_count", pa.int64()), ("codec", pa.string()), ("pix_fmt", pa.string()),
                     ("size_bytes", pa.int64()), ("has_audio", pa.bool_())])
 
 

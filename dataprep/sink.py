@@ -123,8 +123,9 @@ class ShardWriter:
 
     def _add(self, key: str, payload: bytes, ext: str, row: dict[str, Any]) -> None:
         subdir = ""
-        if self.bucket_column:
-            subdir = columns.safe_key(str(row.get(self.bucket_column)))
+        bucket = row.get(self.bucket_column) if self.bucket_column else None
+        if bucket is not None:  # rows without a bucket (images in a video job) stay at the top
+            subdir = columns.safe_key(str(bucket))
         members = {f"{key}.{ext}": payload}
         meta = {k: _json_safe(v) for k, v in row.items()}
         members[f"{key}.json"] = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")

@@ -76,11 +76,12 @@ def test_unsafe_key_is_refused(tmp_path):
 
 
 def test_bucket_column_writes_subfolders(tmp_path):
-    rows = _rows(4).append_column("bucket", pa.array(["16x9", "9x16", "16x9", "9x16"]))
+    rows = _rows(5).append_column("bucket", pa.array(["16x9", "9x16", "16x9", "9x16", None]))
     writer = _writer(tmp_path, bucket_column="bucket")
     writer.write_table(rows)
     shards = writer.close()
-    assert sorted(s.split("/")[1] for s in shards) == ["16x9", "9x16"]
+    assert sorted(shards) == ["shards/16x9/shard-000000.tar", "shards/9x16/shard-000001.tar",
+                              "shards/shard-000002.tar"]
 
 
 def test_source_bytes_used_when_no_media_column(tmp_path):

@@ -1,0 +1,62 @@
+"""Every shipped config validates, and the t2v and t2i jobs run offline on the sample set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from dataprep.config import load_config
+from dataprep.plan import build_plan
+from dataprep.runner import run_plan
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_config_validates(config, tmp_path):
+    plan = build_plan(load_config(config, input=str(tmp_path), output=str(tmp_path / "out")))
+    assert plan.all_stages[0].name == "ingest"
+
+
+def _run(name: str, sample_dir: Path, out: Path) -> tuple[dict, dict]:
+    plan = build_plan(load_config(CONFIGS[[c.stem for c in CONFIGS].index(name)], input=str(sample_dir),
+                                  output=str(out)))
+    run_plan(plan, tiny_models=True, progress=False)
+    manifest = {r["key"]: r for r in pq.read_table(out / "manifest.parquet").to_pylist()}
+    rejects = {r["key"]: r for r in pq.read_table(out / "rejects.parquet").to_pylist()}
+    return manifest, rejects
+
+
+def _duplicate_pair_caught(a: str, b: str, manifest: dict, rejects: dict) -> bool:
+    """Two near-copies (by source file stem) ended in one duplicate group: one removed in favour of
+    the other, or both in favour of a third row they both match."""
+    stem = {k: Path(r["source"]).stem for k, r in {**manifest, **rejects}.items()}
+    kept_for = {}
+    for r in rejects.values():
+        if r["reason"] == "duplicate":
+            kept_for[stem[r["key"]]] = stem[r["duplicate_of"]]
+    return kept_for.get(a) == b or kept_for.get(b) == a or (a in kept_for and kept_for.get(a) == kept_for.get(b))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_t2i_drops_near_duplicate_images(ray_session, sample_dir, tmp_path):
+    manifest, rejects = _run("t2i", sample_dir, tmp_path / "out")
+    assert _duplicate_pair_caught("img_mandelbrot", "dup_img_mandelbrot_small", manifest, rejects)
+    assert _duplicate_pair_caught("img_testsrc", "dup_img_testsrc_reencoded", manifest, rejects)
+    assert sum(r["media_type"] == "image" for r in manifest.values()) >= 15
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_t2v_clips_and_drops_reencoded_copies(ray_session, sample_dir, tmp_path):
+    manifest, rejects = _run("t2v", sample_dir, tmp_path / "out")
+    clips = [r for r in manifest.values() if r["media_type"] == "video"]
+    assert len(clips) >= 10
+    assert {r["fps"] for r in clips} == {24.0}
+    assert {r["bucket"] for r in clips} <= {"640x360", "360x640", "480x480", "544x408"}
+    assert _duplicate_pair_caught("testsrc_landscape", "dup_testsrc_reencoded", manifest, rejects)
+    reasons = {r["reason"].split(" ")[0] for r in rejects.values()}
+    assert "error:InvalidDataError:" in reasons or any(x.startswith("error:") for x in reasons)

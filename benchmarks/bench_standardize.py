@@ -104,7 +104,7 @@ def stage_worker(rows: list[dict]) -> tuple[int, float]:
     for row in rows:  # one row per batch, as a streaming executor would hand them over
         out = stage.process_batch(pa.Table.from_pylist([row]))
         assert out.column("_reject").null_count == out.num_rows, out.column("_reject").to_pylist()
-        total += sum(out.column("frames").to_pylist())
+        total += sum(out.column("frame_count").to_pylist())
     return total, _cpu_seconds() - cpu
 
 

@@ -15,17 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from stages.dedup.shingles import splitmix64
+
 
 def mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64 finalizer on a uint64 array (a bijection that spreads every bit)."""
-    x = np.asarray(x, dtype=np.uint64).copy()
-    with np.errstate(over="ignore"):
-        x ^= x >> np.uint64(30)
-        x *= np.uint64(0xBF58476D1CE4E5B9)
-        x ^= x >> np.uint64(27)
-        x *= np.uint64(0x94D049BB133111EB)
-        x ^= x >> np.uint64(31)
-    return x
+    return splitmix64(np.asarray(x, dtype=np.uint64).copy())
 
 
 def part_of(nodes: np.ndarray, n_parts: int) -> np.ndarray:

@@ -60,8 +60,8 @@ class Shingled:
 
 
 @njit(cache=True)
-def _mix64(x):
-    """splitmix64 finalizer: a bijection of uint64 that spreads every input bit."""
+def splitmix64(x):
+    """splitmix64 finalizer: a bijection of uint64 (scalar or array, in place) that spreads every bit."""
     x ^= x >> np.uint64(30)
     x *= np.uint64(0xBF58476D1CE4E5B9)
     x ^= x >> np.uint64(27)
@@ -96,7 +96,7 @@ def _shingle_kernel(data, n_rows, ngram, pos_mult):
             h = (h ^ np.uint64(c)) * np.uint64(0x100000001B3)
             continue
         if in_word:
-            words[n_words] = _mix64(h)
+            words[n_words] = splitmix64(h)
             n_words += 1
             in_word = False
         if c == 0:  # end of a row: emit its shingles
@@ -105,14 +105,14 @@ def _shingle_kernel(data, n_rows, ngram, pos_mult):
                     acc = np.uint64(0)
                     for k in range(n_words):
                         acc += words[k] * pos_mult[k]
-                    out[n_out] = _mix64(acc)
+                    out[n_out] = splitmix64(acc)
                     n_out += 1
                 else:
                     for s in range(n_words - ngram + 1):
                         acc = np.uint64(0)
                         for k in range(ngram):
                             acc += words[s + k] * pos_mult[k]
-                        out[n_out] = _mix64(acc)
+                        out[n_out] = splitmix64(acc)
                         n_out += 1
             row += 1
             offsets[row] = n_out

@@ -73,7 +73,10 @@ def stage_infos(plan: Plan) -> list[StageInfo]:
 def _list_source(plan: Plan, committed: set[str]) -> tuple[list[pa.Table], pa.Table | None]:
     """The source's new rows (not yet committed), and its own rejections (unsupported files)."""
     out, rejected_parts = [], []
+    inside_output = _under(plan.config.output)
     for table in plan.source.instantiate().read(plan.config.input):
+        # An output folder inside the input folder must not be read back as input.
+        table = table.filter(pa.array([not inside_output(s) for s in table.column(columns.SOURCE).to_pylist()]))
         table = sanitize_keys(ensure_reject_column(table))
         if committed:
             keys = table.column(columns.KEY).to_pylist()
@@ -85,6 +88,15 @@ def _list_source(plan: Plan, committed: set[str]) -> tuple[list[pa.Table], pa.Ta
             out.append(kept)
     rejected_all = pa.concat_tables(rejected_parts) if rejected_parts else None
     return out, rejected_all
+
+
+def _under(folder: str) -> Any:
+    """A predicate: is a URI inside `folder`?"""
+    if storage.is_s3(folder):
+        prefix = folder.rstrip("/") + "/"
+        return lambda uri: uri.startswith(prefix)
+    root = os.path.realpath(storage.local_path(folder)) + os.sep
+    return lambda uri: not storage.is_s3(uri) and os.path.realpath(storage.local_path(uri)).startswith(root)
 
 
 def _blocks(tables: list[pa.Table], cpus: int) -> list[pa.Table]:

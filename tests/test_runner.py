@@ -138,3 +138,18 @@ stages:
     assert {r["setup_calls"] for r in manifest} == {1}
     assert max(r["batches_seen"] for r in manifest) > 1  # state outlives a batch: an actor, not a task
     assert 1 <= len({r["worker_pid"] for r in manifest}) <= 2
+
+
+def test_output_inside_input_is_not_read_back(ray_session, sample_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir, data)
+    out = data / "out"
+    plan = build_plan(load_config(QUICKSTART, input=str(data), output=str(out)))
+    first = run_plan(plan, progress=False)
+    again = run_plan(plan, progress=False)
+    assert again.new_rows == 0
+    sources = [r["source"] for r in pq.read_table(out / "rejects.parquet").to_pylist()]
+    assert not [s for s in sources if "/out/" in s]
+    assert first.summary["totals"] == again.summary["totals"]

@@ -242,7 +242,11 @@ def run_plan(plan: Plan, *, address: str | None = None, tiny_models: bool = Fals
     output = plan.config.output
     if tiny_models:
         os.environ["DATAPREP_TINY_MODELS"] = "1"
-    check_output(plan)
+    try:
+        check_output(plan)
+    except OSError as exc:
+        raise ConfigError([f"`output` {output!r} cannot be written ({exc}); fix: choose a folder you can write to"]) \
+            from None
     tables, source_rejects = _list_source(plan, commit.committed_keys(output))
     if tables or source_rejects is not None or commit.has_orphans(output):
         token = commit.take_ownership(output)

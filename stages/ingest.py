@@ -1,4 +1,4 @@
-"""Ingest: list the input (a folder, an s3:// prefix, or a csv/jsonl/parquet manifest) as rows.
+"""Ingest: list the input (a folder, an s3:// prefix, one media file, or a csv/jsonl/parquet manifest) as rows.
 
 Captions come from the manifest's caption column or from a sidecar `NAME.txt`
 beside `NAME.mp4`. Files that are not media become rejected rows, not silence.
@@ -81,8 +81,9 @@ class Ingest(Source):
         }
 
     def _folder_rows(self, uri: str) -> Iterator[dict[str, Any]]:
-        files = storage.list_files(uri)
-        present = set(files)
+        single_file = not storage.is_s3(uri) and os.path.isfile(storage.local_path(uri))
+        files = [uri] if single_file else storage.list_files(uri)
+        present = None if single_file else set(files)
         for path in files:
             name = path.rsplit("/", 1)[-1]
             if name.startswith(".") or extension(path) in SIDECAR_EXTENSIONS:

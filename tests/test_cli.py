@@ -84,3 +84,10 @@ def test_sample_data_is_reproducible_and_complete(tmp_path):
     assert sum(n.endswith((".jpg", ".png")) for n in names) >= 20
     assert {"broken_truncated.mp4", "broken_garbage.jpg", "manifest.jsonl"} <= set(names)
     assert any(n.startswith("dup_") and n.endswith(".mp4") for n in names)
+
+
+def test_unwritable_output_is_a_config_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = _run("run", "configs/quickstart.yaml", "--input", str(tmp_path), "--output", str(blocker / "out"))
+    assert result.returncode == 2 and "cannot be written" in result.stderr

@@ -72,3 +72,10 @@ def test_manifest_without_uri_column_says_which_option(tmp_path):
     with pytest.raises(ValueError, match="uri_column"):
         _rows(Ingest, str(path))
     assert _rows(Ingest, str(path), uri_column="path")[0]["source"].endswith("a.mp4")
+
+
+def test_single_media_file_is_one_row(tmp_path):
+    (tmp_path / "clip.mp4").write_bytes(b"v")
+    (tmp_path / "clip.txt").write_text("a caption")
+    (row,) = _rows(Ingest, str(tmp_path / "clip.mp4"))
+    assert row["source"] == str(tmp_path / "clip.mp4") and row["caption"] == "a caption"

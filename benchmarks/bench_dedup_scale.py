@@ -102,6 +102,7 @@ def main() -> None:
 
     import ray
 
+    from dataprep.runner import RayExecutor
     from stages.dedup.stage import MinHashDedup
 
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
@@ -114,7 +115,7 @@ def main() -> None:
     sampler = MemorySampler()
     sampler.start()
     t0 = time.perf_counter()
-    out = stage.run(ds)
+    out = stage.run(ds, RayExecutor())
     flagged_planted = flagged_single = rows = 0
     kept_groups: set[int] = set()
     for batch in out.select_columns(["group", "_reject"]).iter_batches(batch_size=100_000, batch_format="numpy"):

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
+    from dataprep.executor import Executor
+
 
 class NoParams(BaseModel):
     """Options of a stage that takes none."""
@@ -92,7 +94,8 @@ class GlobalStage:
     """A step that needs all rows at once (deduplication).
 
     `run` returns the dataset with every row, with `_reject` set on the rows to
-    remove (and `_duplicate_of` naming the kept row, for duplicates).
+    remove (and `_duplicate_of` naming the kept row, for duplicates). It spreads its
+    work through the `Executor` it is given, so the stage itself never imports Ray.
     """
 
     name: ClassVar[str]
@@ -107,8 +110,8 @@ class GlobalStage:
     def __init__(self, params: BaseModel | None = None) -> None:
         self.params = params if params is not None else self.Params()
 
-    def run(self, ds: Any) -> Any:
-        """Take and return a `ray.data.Dataset`."""
+    def run(self, ds: Any, executor: Executor) -> Any:
+        """Take and return a dataset (a `ray.data.Dataset` under the runner, a table under `LocalExecutor`)."""
         raise NotImplementedError(f"global stage {self.name!r} must implement run")
 
 

@@ -25,7 +25,7 @@ class SameCaption(GlobalStage):
     name = "same_caption"
     reads = ("caption",)
 
-    def run(self, ds):
+    def run(self, ds, executor):
         import pyarrow as pa
 
         first: dict[str, str] = {}

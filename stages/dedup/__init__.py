@@ -1,6 +1,6 @@
 """Near-duplicate removal: `stages.dedup.stage:MinHashDedup`, registered as `minhash_dedup`.
 
-Column contract (a `GlobalStage`: `run` takes and returns a `ray.data.Dataset`):
+Column contract (a `GlobalStage`: `run(ds, executor)` takes and returns a dataset):
 - reads `key`, plus `caption` (mode text/both), `frames` (list<binary> JPEG thumbnails;
   mode visual/both) and the keep-policy column(s): `score_column`, `duration`, or
   `width` and `height`.

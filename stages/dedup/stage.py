@@ -1,6 +1,6 @@
 """`minhash_dedup`: remove near-duplicate samples by caption text and/or sampled frames.
 
-Pipeline (all on Ray, nothing row-sized on the driver):
+Pipeline (through the executor: Ray tasks under the runner; nothing row-sized on the driver):
 1. per materialized block, a slim table: per row a node id (block index << 32 | row),
    the keep-policy value, and per signal (text: caption shingles; visual: window pHashes
    of `frames`) the LSH band keys of its MinHash signature plus the verification
@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dataprep.columns import KEY
+from dataprep.executor import Executor
 from dataprep.stage import GlobalStage, Resources
 
 log = logging.getLogger(__name__)
@@ -234,16 +235,14 @@ class MinHashDedup(GlobalStage):
         return out
 
     # -- the whole stage ----------------------------------------------------------------
-    def run(self, ds: Any) -> Any:
+    def run(self, ds: Any, executor: Executor) -> Any:
         """Return every row of `ds` with `_reject`, `_duplicate_of` and `dup_cluster` set."""
-        import ray
-
         from stages.dedup import steps
 
+        ex = executor
         p: MinHashDedupParams = self.params
         P = p.num_partitions
-        names = ds.schema().names
-        missing = [c for c in self.reads if c not in names]
+        missing = [c for c in self.reads if c not in ex.columns(ds)]
         if missing:
             raise ValueError(f"minhash_dedup (mode={p.mode}, keep={p.keep}) reads {missing}, which the rows do "
                              "not have; fix: add the stage that writes them (frame sampling for `frames`, probe "
@@ -252,67 +251,63 @@ class MinHashDedup(GlobalStage):
         # Materialize once: the upstream pipeline must not run twice. Node ids are
         # (block index << 32 | row), so decisions go back to their block without a shuffle
         # of the rows themselves (only the small decision table moves).
-        blocks = ds.materialize().to_arrow_refs()
+        blocks = ex.blocks(ds)
         if not blocks:
             return ds
-        features = ray.remote(steps.features_block)
-        me = ray.put(self)
-        slim_refs = [features.remote(me, block, i) for i, block in enumerate(blocks)]
+        me = ex.put(self)
+        slim_refs = [ex.call(steps.features_block, me, block, i) for i, block in enumerate(blocks)]
         log.info("minhash_dedup: %d blocks, %d partitions, text LSH %s, visual LSH %s", len(blocks), P,
                  self.text_lsh if p.mode != "visual" else None, self.visual_lsh if p.mode != "text" else None)
-        ray.wait(slim_refs, num_returns=len(slim_refs), fetch_local=False)
+        ex.wait(slim_refs)
         t_feat = time.perf_counter()
-        scatter = ray.remote(steps.scatter_block).options(num_returns=2 * P)
-        outs = [scatter.remote(ref, P) for ref in slim_refs]
+        outs = [ex.call(steps.scatter_block, ref, P, num_returns=2 * P) for ref in slim_refs]
         bucket_parts = [[o[i] for o in outs] for i in range(P)]
         attr_parts = [[o[P + i] for o in outs] for i in range(P)]
         verify = steps.make_verify(p)
         # Candidates per bucket partition; then each pair meets lo's payload (lo's node
         # partition) and hi's payload (hi's), where it is verified: payloads are stored once
         # per row, never copied into every band's bucket.
-        cand = ray.remote(steps.candidates_partition).options(num_returns=P + 1)
-        cands = [cand.remote(P, p.max_bucket, *parts) for parts in bucket_parts]
-        attach = ray.remote(steps.attach_partition).options(num_returns=P + 1)
-        att = [attach.remote(P, P, *[c[i] for c in cands], *attr_parts[i]) for i in range(P)]
-        check = ray.remote(steps.verify_partition).options(num_returns=P + 1)
-        ver = [check.remote(P, verify, P, *[a[i] for a in att], *attr_parts[i]) for i in range(P)]
+        cands = [ex.call(steps.candidates_partition, P, p.max_bucket, *parts, num_returns=P + 1)
+                 for parts in bucket_parts]
+        att = [ex.call(steps.attach_partition, P, P, *[c[i] for c in cands], *attr_parts[i], num_returns=P + 1)
+               for i in range(P)]
+        ver = [ex.call(steps.verify_partition, P, verify, P, *[a[i] for a in att], *attr_parts[i],
+                       num_returns=P + 1) for i in range(P)]
         edge_parts = [[v[i] for v in ver] for i in range(P)]
-        counts = ray.get([c[P] for c in cands])  # P small dicts
-        n_edges = ray.get([v[P] for v in ver])
+        counts = ex.get([c[P] for c in cands])  # P small dicts
+        n_edges = ex.get([v[P] for v in ver])
         t_cand = time.perf_counter()
         self.stats = {"blocks": len(slim_refs), "partitions": P,
                       "candidate_task_pids": [c["pid"] for c in counts],
                       "bucket_records_per_partition": [c["records"] for c in counts],
                       "candidate_pairs_per_partition": [c["candidates"] for c in counts],
                       "verified_edges_per_partition": n_edges}
-        star = ray.remote(steps.star_partition).options(num_returns=P + 1)
         prev, rounds = None, 0
         while rounds < p.max_rounds:
             rounds += 1
             for large in (True, False):
-                res = [star.remote(large, P, *parts) for parts in edge_parts]
+                res = [ex.call(steps.star_partition, large, P, *parts, num_returns=P + 1) for parts in edge_parts]
                 edge_parts = [[r[i] for r in res] for i in range(P)]
             # Fingerprint of the edge set that entered small-star: unchanged means a fixpoint.
-            total = sum(ray.get([r[P] for r in res])) % (1 << 64)
+            total = sum(ex.get([r[P] for r in res])) % (1 << 64)
             if total == prev:
                 break
             prev = total
         log.info("minhash_dedup: connected components converged in %d rounds", rounds)
         self.stats["cc_rounds"] = rounds
         t_cc = time.perf_counter()
-        member = ray.remote(steps.members_partition).options(num_returns=P + 1)
-        mem = [member.remote(P, len(edge_parts[i]), *edge_parts[i], *attr_parts[i]) for i in range(P)]
-        decide = ray.remote(steps.decide_and_route).options(num_returns=P + 1)
-        decisions = [decide.remote(P, verify, *[m[i] for m in mem]) for i in range(P)]
-        dec_rows = ray.get([d[P] for d in decisions])
-        self.stats["cluster_rows_per_partition"] = dec_rows
-        annotate = ray.remote(steps.annotate_block)
-        out = [annotate.remote(block, i, *[d[i % P] for d in decisions]) for i, block in enumerate(blocks)]
-        ray.wait(out, num_returns=len(out), fetch_local=False)
+        mem = [ex.call(steps.members_partition, P, len(edge_parts[i]), *edge_parts[i], *attr_parts[i],
+                       num_returns=P + 1) for i in range(P)]
+        decisions = [ex.call(steps.decide_and_route, P, verify, *[m[i] for m in mem], num_returns=P + 1)
+                     for i in range(P)]
+        self.stats["cluster_rows_per_partition"] = ex.get([d[P] for d in decisions])
+        out = [ex.call(steps.annotate_block, block, i, *[d[i % P] for d in decisions])
+               for i, block in enumerate(blocks)]
+        ex.wait(out)
         self.stats["seconds"] = {"signatures": round(t_feat - t0, 1), "buckets_verify": round(t_cand - t_feat, 1),
                                  "components": round(t_cc - t_cand, 1),
                                  "decide_annotate": round(time.perf_counter() - t_cc, 1)}
-        return ray.data.from_arrow_refs(out)
+        return ex.dataset(out)
 
 
 def _check_requirements(requires: dict[str, str]) -> None:

@@ -251,32 +251,3 @@ def finish(block, kept, isdup: np.ndarray):
     out = block.drop_columns(drop)
     return (out.append_column(REJECT, reject).append_column(DUPLICATE_OF, dup_of)
             .append_column("dup_cluster", kept))
-
-
-def dedup_in_process(stage, table, *, n_parts: int = 4):
-    """The whole of `MinHashDedup.run` on one pyarrow table in this process, no Ray:
-    the same steps in the same order, partitions handed over as lists. For tests and
-    small jobs; returns the table with `_reject`, `_duplicate_of` and `dup_cluster`."""
-
-    p = stage.params
-    feats = stage.features(table, node_base=0)
-    scattered = scatter_block(feats, n_parts)
-    buckets, attrs = scattered[:n_parts], scattered[n_parts:]
-    verify = make_verify(p)
-
-    cand = [candidates_partition(n_parts, p.max_bucket, buckets[i]) for i in range(n_parts)]
-    att = [attach_partition(n_parts, n_parts, *[c[i] for c in cand], attrs[i]) for i in range(n_parts)]
-    ver = [verify_partition(n_parts, verify, n_parts, *[a[i] for a in att], attrs[i]) for i in range(n_parts)]
-    parts = [[v[i] for v in ver] for i in range(n_parts)]
-    prev = None
-    for _ in range(p.max_rounds):
-        for large in (True, False):
-            res = [star_partition(large, n_parts, *parts[i]) for i in range(n_parts)]
-            parts = [[r[i] for r in res] for i in range(n_parts)]
-        total = sum(r[n_parts] for r in res) % (1 << 64)
-        if total == prev:
-            break
-        prev = total
-    mem = [members_partition(n_parts, len(parts[i]), *parts[i], attrs[i]) for i in range(n_parts)]
-    dec = [decide_partition(verify, *[m[i] for m in mem]) for i in range(n_parts)]
-    return annotate_block(table, 0, *dec)

@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from dataprep.columns import DUPLICATE_OF, REJECT
 from stages.dedup.stage import MinHashDedup
-from stages.dedup.steps import dedup_in_process
+from tests.stages.dedup.local import dedup_in_process
 
 CAPTION = "a man riding a wave on top of a surfboard"
 

@@ -11,7 +11,8 @@ import pytest
 
 from dataprep.columns import DUPLICATE_OF, REJECT
 from stages.dedup.stage import MinHashDedup
-from stages.dedup.steps import dedup_in_process
+from dataprep.runner import RayExecutor
+from tests.stages.dedup.local import dedup_in_process
 from tests.stages.dedup.variants import image_variants, load_image, thumb_jpeg
 
 
@@ -46,7 +47,7 @@ def test_run_on_ray_matches_in_process(ray_session, mixed_table):
     stage = MinHashDedup(MinHashDedup.Params(mode="both", keep="score", score_column="aesthetic",
                                              num_partitions=3))
     ds = ray.data.from_arrow(mixed_table).repartition(4)
-    out = _collect(ray, stage.run(ds))
+    out = _collect(ray, stage.run(ds, RayExecutor()))
     ref = dedup_in_process(stage, mixed_table, n_parts=2)
 
     assert out.num_rows == mixed_table.num_rows
@@ -72,7 +73,7 @@ def test_run_with_no_duplicates_keeps_everything(ray_session):
     ray = ray_session
     t = pa.table({"key": ["a", "b", "c"], "caption": ["one two three", "four five six", None],
                   "width": [1, 2, 3], "height": [1, 1, 1]})
-    out = _collect(ray, MinHashDedup(MinHashDedup.Params(mode="text", num_partitions=2)).run(ray.data.from_arrow(t)))
+    out = _collect(ray, MinHashDedup(MinHashDedup.Params(mode="text", num_partitions=2)).run(ray.data.from_arrow(t), RayExecutor()))
     assert out.num_rows == 3
     assert out.column(REJECT).null_count == 3 and out.column(DUPLICATE_OF).null_count == 3
 
@@ -81,7 +82,7 @@ def test_missing_columns_fail_before_any_work(ray_session):
     ray = ray_session
     t = pa.table({"key": ["a"], "caption": ["x y"], "width": [1], "height": [1]})
     with pytest.raises(ValueError, match=r"reads \['frames'\].*fix: add the stage"):
-        MinHashDedup(MinHashDedup.Params(mode="both")).run(ray.data.from_arrow(t))
+        MinHashDedup(MinHashDedup.Params(mode="both")).run(ray.data.from_arrow(t), RayExecutor())
 
 
 def test_single_partition_and_empty_input(ray_session):
@@ -89,7 +90,7 @@ def test_single_partition_and_empty_input(ray_session):
     t = pa.table({"key": ["a", "b", "c"], "caption": ["one two three", "One two, three!", None],
                   "width": [1, 2, 3], "height": [1, 1, 1]})
     stage = MinHashDedup(MinHashDedup.Params(mode="text", num_partitions=1))
-    out = _collect(ray, stage.run(ray.data.from_arrow(t))).sort_by("key")
+    out = _collect(ray, stage.run(ray.data.from_arrow(t), RayExecutor())).sort_by("key")
     assert out.column(REJECT).to_pylist() == ["duplicate", None, None]
     assert out.column(DUPLICATE_OF).to_pylist() == ["b", None, None]    # b: larger resolution
-    assert stage.run(ray.data.from_arrow(t.slice(0, 0))).count() == 0
+    assert stage.run(ray.data.from_arrow(t.slice(0, 0)), RayExecutor()).count() == 0

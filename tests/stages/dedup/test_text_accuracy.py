@@ -22,11 +22,11 @@ from stages.dedup.stage import MinHashDedup
 from stages.dedup.steps import (
     attach_partition,
     candidates_partition,
-    dedup_in_process,
     make_verify,
     scatter_block,
     verify_partition,
 )
+from tests.stages.dedup.local import dedup_in_process
 
 log = logging.getLogger(__name__)
 THRESHOLD = 0.7

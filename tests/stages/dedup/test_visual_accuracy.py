@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from stages.dedup.stage import MinHashDedup
-from stages.dedup.steps import dedup_in_process
+from tests.stages.dedup.local import dedup_in_process
 from tests.stages.dedup.variants import image_variants, load_image, sample_frames, thumb_jpeg, video_variants
 
 log = logging.getLogger(__name__)

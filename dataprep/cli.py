@@ -34,7 +34,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a job on embedded Ray or on a cluster."""
-    from dataprep.report import print_summary
+    from dataprep.cli_tables import print_summary
     from dataprep.runner import run_plan
 
     plan = _load_plan(args)
@@ -74,7 +74,7 @@ def cmd_job(args: argparse.Namespace) -> int:
 
 def cmd_stages(args: argparse.Namespace) -> int:
     """List the stages that configs can name."""
-    from dataprep.report import describe_stages, stages_markdown, stages_table
+    from dataprep.cli_tables import describe_stages, stages_markdown, stages_table
     from dataprep.registry import Registry
 
     rows = describe_stages(Registry(args.plugin or ()))
@@ -90,7 +90,7 @@ def cmd_stages(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     """Print an output's summary."""
     from dataprep import storage
-    from dataprep.report import print_summary
+    from dataprep.cli_tables import print_summary
 
     uri = storage.join(args.output_dir, "summary.json")
     if not storage.exists(uri):
@@ -106,9 +106,21 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Show the samples of a shard, or one sample."""
-    from dataprep.shard_view import print_sample, print_shard
+    from dataprep.shard_view import sample_detail, shard_listing
 
-    return print_sample(args.shard, args.key) if args.key else print_shard(args.shard)
+    if not args.key:
+        samples = shard_listing(args.shard)
+        print(f"{args.shard}: {len(samples)} samples")
+        for s in samples:
+            files = ", ".join(f"{ext} {size} B" for ext, size in s["files"].items())
+            print(f"  {s['key']}: {files}  {s['caption'][:60]!r}")
+        return 0
+    detail = sample_detail(args.shard, args.key)
+    if detail is None:
+        print(f"error: no sample with key {args.key!r} in {args.shard}; run `dataprep inspect {args.shard}` to list keys")
+        return 2
+    print(json.dumps(detail, indent=1, ensure_ascii=False))
+    return 0
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:

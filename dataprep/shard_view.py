@@ -1,9 +1,8 @@
-"""`dataprep inspect`: what a shard holds, read with the webdataset library as a trainer would."""
+"""What a shard holds, read with the webdataset library as a trainer would (for `dataprep inspect`)."""
 
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from typing import Any
 
 from dataprep import storage
@@ -18,28 +17,23 @@ def read_samples(shard: str) -> list[dict[str, Any]]:
         return [dict(sample) for sample in dataset]
 
 
-def print_shard(shard: str) -> int:
-    """One line per sample: key, files and sizes, caption."""
-    samples = read_samples(shard)
-    print(f"{shard}: {len(samples)} samples")
-    for sample in samples:
-        files = ", ".join(f"{ext} {len(v)} B" for ext, v in sample.items() if not ext.startswith("__"))
-        caption = sample.get("txt", b"").decode("utf-8", errors="replace")[:60]
-        print(f"  {sample['__key__']}: {files}  {caption!r}")
-    return 0
+def _files(sample: dict[str, Any]) -> dict[str, int]:
+    return {ext: len(v) for ext, v in sample.items() if not ext.startswith("__")}
 
 
-def print_sample(shard: str, key: str) -> int:
-    """A sample's metadata, caption and files."""
+def _caption(sample: dict[str, Any]) -> str:
+    return sample.get("txt", b"").decode("utf-8", errors="replace")
+
+
+def shard_listing(shard: str) -> list[dict[str, Any]]:
+    """Per sample: its key, file sizes by extension and caption."""
+    return [{"key": s["__key__"], "files": _files(s), "caption": _caption(s)} for s in read_samples(shard)]
+
+
+def sample_detail(shard: str, key: str) -> dict[str, Any] | None:
+    """One sample's files, caption and metadata; None when the shard has no such key."""
     for sample in read_samples(shard):
-        if sample["__key__"] != key:
-            continue
-        meta = json.loads(sample["json"]) if "json" in sample else {}
-        out: dict[str, Any] = OrderedDict(key=key)
-        out["files"] = {ext: len(v) for ext, v in sample.items() if not ext.startswith("__")}
-        out["caption"] = sample.get("txt", b"").decode("utf-8", errors="replace")
-        out["metadata"] = meta
-        print(json.dumps(out, indent=1, ensure_ascii=False))
-        return 0
-    print(f"error: no sample with key {key!r} in {shard}; run `dataprep inspect {shard}` to list keys")
-    return 2
+        if sample["__key__"] == key:
+            meta = json.loads(sample["json"]) if "json" in sample else {}
+            return {"key": key, "files": _files(sample), "caption": _caption(sample), "metadata": meta}
+    return None

@@ -1,4 +1,4 @@
-"""Human-readable tables for the CLI: the job summary and the stage catalogue."""
+"""The CLI's human-readable tables (rich): the job summary and the stage catalogue."""
 
 from __future__ import annotations
 

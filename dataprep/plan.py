@@ -11,7 +11,7 @@ from dataprep import storage
 from dataprep.config import JobConfig, StageEntry
 from dataprep.errors import ConfigError
 from dataprep.registry import Registry, StageClass, UnknownStageError
-from dataprep.stage import GlobalStage, Resources, Source, Stage
+from dataprep.stage import Filter, GlobalStage, Resources, Source, Stage
 
 
 @dataclass
@@ -32,6 +32,11 @@ class PlannedStage:
         # The config may override the class's resources; the stage sizes its threads from these.
         stage.resources = self.resources
         return stage
+
+    @property
+    def score_columns(self) -> tuple[str, ...]:
+        """Columns recorded with a row this stage rejects: a filter's scores, else what the stage writes."""
+        return self.cls.score_columns() if issubclass(self.cls, Filter) else tuple(self.cls.writes)
 
     @property
     def is_global(self) -> bool:

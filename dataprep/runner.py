@@ -70,24 +70,22 @@ def stage_infos(plan: Plan) -> list[StageInfo]:
     return [StageInfo(p.index, p.name, bool(getattr(p.cls, "expands", False))) for p in plan.all_stages]
 
 
-def _list_source(plan: Plan, committed: set[str]) -> tuple[list[pa.Table], pa.Table | None]:
-    """The source's new rows (not yet committed), and its own rejections (unsupported files)."""
-    out, rejected_parts = [], []
+def _list_source(plan: Plan) -> pa.Table:
+    """Every row the source lists, with safe keys, except files inside the output folder."""
     inside_output = _under(plan.config.output)
+    tables = []
     for table in plan.source.instantiate().read(plan.config.input):
         # An output folder inside the input folder must not be read back as input.
         table = table.filter(pa.array([not inside_output(s) for s in table.column(columns.SOURCE).to_pylist()]))
-        table = sanitize_keys(ensure_reject_column(table))
-        if committed:
-            keys = table.column(columns.KEY).to_pylist()
-            table = table.filter(pa.array([k not in committed for k in keys]))
-        kept, rejected = split_rejects(table)
-        if rejected.num_rows:
-            rejected_parts.append(rejected)
-        if kept.num_rows:
-            out.append(kept)
-    rejected_all = pa.concat_tables(rejected_parts) if rejected_parts else None
-    return out, rejected_all
+        tables.append(sanitize_keys(ensure_reject_column(table)))
+    return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({columns.KEY: pa.array([], pa.string())})
+
+
+def _new_rows(listed: pa.Table, committed: set[str]) -> tuple[pa.Table, pa.Table]:
+    """(rows still to process, the source's own new rejections): what `committed` does not hold yet."""
+    if committed and listed.num_rows:
+        listed = listed.filter(pa.array([k not in committed for k in listed.column(columns.KEY).to_pylist()]))
+    return split_rejects(listed)
 
 
 def _under(folder: str) -> Any:
@@ -99,12 +97,10 @@ def _under(folder: str) -> Any:
     return lambda uri: not storage.is_s3(uri) and os.path.realpath(storage.local_path(uri)).startswith(root)
 
 
-def _blocks(tables: list[pa.Table], cpus: int) -> list[pa.Table]:
+def _blocks(table: pa.Table, cpus: int) -> list[pa.Table]:
     """Cut the listing into blocks small enough that every CPU gets work from the start."""
-    total = sum(t.num_rows for t in tables)
-    rows = max(1, min(1000, total // max(1, cpus * 4)))
-    whole = pa.concat_tables(tables, promote_options="permissive")
-    return [whole.slice(i, rows) for i in range(0, total, rows)]
+    rows = max(1, min(1000, table.num_rows // max(1, cpus * 4)))
+    return [table.slice(i, rows) for i in range(0, table.num_rows, rows)]
 
 
 def _drop_keys(batch: pa.Table, keys: frozenset[str]) -> pa.Table:
@@ -124,7 +120,7 @@ def _task_fn(planned: PlannedStage) -> Any:
 
 def _record_global_rejects(batch: pa.Table, planned: PlannedStage, output: str, token: str) -> pa.Table:
     kept, rejected = split_rejects(batch)
-    record_rejects(rejected, planned, output, planned.instantiate(), token=token)
+    record_rejects(rejected, planned, output, token=token)
     return kept
 
 
@@ -294,20 +290,21 @@ def run_plan(plan: Plan, *, address: str | None = None, tiny_models: bool = Fals
     except OSError as exc:
         raise ConfigError([f"`output` {output!r} cannot be written ({exc}); fix: choose a folder you can write to"]) \
             from None
-    tables, source_rejects = _list_source(plan, commit.committed_keys(output))
-    if tables or source_rejects is not None or commit.has_orphans(output):
+    listed = _list_source(plan)
+    todo, source_rejects = _new_rows(listed, commit.committed_keys(output))
+    if todo.num_rows or source_rejects.num_rows or commit.has_orphans(output):
         token = commit.take_ownership(output)
         commit.clean_orphans(output)
+        # Read again once this run owns the output: a worker of a killed run may have committed meanwhile.
         committed = commit.committed_keys(output)
-        tables, source_rejects = _list_source(plan, committed)
-        if source_rejects is not None:
-            record_rejects(source_rejects, plan.source, output, plan.source.instantiate(), token=token)
-    new_rows = sum(t.num_rows for t in tables)
+        todo, source_rejects = _new_rows(listed, committed)
+        record_rejects(source_rejects, plan.source, output, token=token)
+    new_rows = todo.num_rows
     if new_rows:
         import ray
 
         cpus = init_ray(plan, address=address, tiny_models=tiny_models, progress=progress)
-        ds = ray.data.from_arrow(_blocks(tables, cpus))
+        ds = ray.data.from_arrow(_blocks(todo, cpus))
         keys_ref = frozenset(committed)
         for planned in plan.stages:
             if planned.is_global:

@@ -58,14 +58,12 @@ def split_rejects(batch: pa.Table) -> tuple[pa.Table, pa.Table]:
     return kept, batch.filter(rejected_mask)
 
 
-def record_rejects(
-    rejected: pa.Table, planned: PlannedStage, output: str, stage: object, *, token: str | None = None
-) -> None:
-    """Write rejected rows to the ledger, with the stage's scores (a filter's) or written columns."""
+def record_rejects(rejected: pa.Table, planned: PlannedStage, output: str, *, token: str | None = None) -> None:
+    """Write rejected rows to the ledger, with the stage's score columns."""
     if rejected.num_rows == 0:
         return
-    scores = stage.score_columns() if isinstance(stage, Filter) else tuple(getattr(stage, "writes", ()))
-    table = ledger.rejects_table(rejected, stage=planned.name, stage_index=planned.index, score_columns=scores)
+    table = ledger.rejects_table(rejected, stage=planned.name, stage_index=planned.index,
+                                 score_columns=planned.score_columns)
     ledger.write_part(output, table, token=token)
 
 
@@ -102,7 +100,7 @@ class StageTask:
 
     def record(self, rejected: pa.Table) -> None:
         """Write rejected rows to the ledger."""
-        record_rejects(rejected, self.planned, self.output, self.stage, token=self.token)
+        record_rejects(rejected, self.planned, self.output, token=self.token)
 
     def _account_expansion(self, batch: pa.Table, out: pa.Table) -> pa.Table:
         """Record parent -> children, and reject inputs that produced no row at all."""

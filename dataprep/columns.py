@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 
 KEY = "key"
@@ -42,6 +43,13 @@ def child_key(parent: str, index: int) -> str:
 def is_safe_key(key: str) -> bool:
     """Whether `key` can name a tar member without escaping its shard or confusing readers."""
     return bool(_KEY.match(key))
+
+
+def json_value(value: object) -> object:
+    """`value` as JSON can hold it: NaN and infinities become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def safe_key(key: str) -> str:

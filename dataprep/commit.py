@@ -7,7 +7,6 @@ when it is listed in a shard's `*.stats.json` or in a ledger part; a parent row
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
@@ -21,12 +20,6 @@ LINEAGE_DIR = "_work/lineage"
 OWNER_FILE = "_work/owner"
 _SHARD_INDEX = re.compile(r"shard-(\d+)\.(?:tar|stats\.json)$")
 _LEFTOVER = re.compile(r"(\.partial|\.tmp-\d+)$")
-
-
-def _read_parquet(uri: str) -> pa.Table:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(io.BytesIO(storage.read_bytes(uri)))
 
 
 class NotOwnerError(RuntimeError):
@@ -103,7 +96,7 @@ def committed_keys(output: str) -> set[str]:
         keys.update(json.loads(storage.read_bytes(uri))["keys"])
     for uri in storage.list_files(storage.join(output, ledger.PARTS_DIR)):
         if uri.endswith(".parquet"):
-            keys.update(_read_parquet(uri).column("key").to_pylist())
+            keys.update(storage.read_parquet(uri).column("key").to_pylist())
     return keys | done_parents(output, keys)
 
 
@@ -112,7 +105,7 @@ def done_parents(output: str, committed: set[str]) -> set[str]:
     children: dict[str, set[str]] = {}
     for uri in storage.list_files(storage.join(output, LINEAGE_DIR)):
         if uri.endswith(".parquet"):
-            table = _read_parquet(uri)
+            table = storage.read_parquet(uri)
             for parent, kids in zip(table.column("parent").to_pylist(), table.column("children").to_pylist(), strict=True):
                 children.setdefault(parent, set()).update(kids)
     done: set[str] = set()
@@ -130,13 +123,9 @@ def write_lineage(output: str, parents: list[str], children: list[list[str]]) ->
     """Record which rows a split stage made from which parent, so a rerun can skip whole parents."""
     import hashlib
 
-    import pyarrow.parquet as pq
-
     if not parents:
         return
     table = pa.table({"parent": parents, "children": children}, schema=pa.schema(
         [("parent", pa.string()), ("children", pa.list_(pa.string()))]))
     digest = hashlib.sha1("\0".join(sorted(parents)).encode("utf-8")).hexdigest()[:20]
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    storage.write_atomic(storage.join(output, LINEAGE_DIR, f"{digest}.parquet"), buf.getvalue())
+    storage.write_atomic(storage.join(output, LINEAGE_DIR, f"{digest}.parquet"), storage.parquet_bytes(table))

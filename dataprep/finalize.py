@@ -6,7 +6,6 @@ nothing new writes the same bytes, and they are only rewritten when they change.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from collections import Counter
@@ -73,9 +72,7 @@ def reason_group(reason: str) -> str:
 
 
 def _concat_parts(uris: list[str]) -> pa.Table | None:
-    import pyarrow.parquet as pq
-
-    tables = [pq.read_table(io.BytesIO(storage.read_bytes(u))) for u in uris if u.endswith(".parquet")]
+    tables = [storage.read_parquet(u) for u in uris if u.endswith(".parquet")]
     if not tables:
         return None
     return pa.concat_tables(tables, promote_options="permissive")
@@ -95,22 +92,14 @@ def _write_if_changed(uri: str, data: bytes) -> bool:
     return True
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
-    import pyarrow.parquet as pq
-
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    return buf.getvalue()
-
-
 def finalize(output: str, stages: list[StageInfo]) -> dict[str, Any]:
     """Write the manifest, the rejects ledger and the summary of everything committed; return the summary."""
     manifest = _concat_parts(storage.list_files(storage.join(output, sink.MANIFEST_PARTS_DIR)))
     rejects = _concat_parts(storage.list_files(storage.join(output, ledger.PARTS_DIR)))
     manifest = _dedupe_sorted(manifest) if manifest is not None else pa.table({"key": pa.array([], pa.string())})
     rejects = _dedupe_sorted(rejects) if rejects is not None else ledger.SCHEMA.empty_table()
-    _write_if_changed(storage.join(output, "manifest.parquet"), _parquet_bytes(manifest))
-    _write_if_changed(storage.join(output, "rejects.parquet"), _parquet_bytes(rejects))
+    _write_if_changed(storage.join(output, "manifest.parquet"), storage.parquet_bytes(manifest))
+    _write_if_changed(storage.join(output, "rejects.parquet"), storage.parquet_bytes(rejects))
 
     stats = [json.loads(storage.read_bytes(u)) for u in commit.stats_files(output)]
     kept = manifest.column("key").to_pylist()

@@ -8,9 +8,7 @@ task writes the same file again instead of a second copy.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import math
 from typing import Any
 
 import pyarrow as pa
@@ -32,12 +30,6 @@ SCHEMA = pa.schema(
 PARTS_DIR = "_work/rejects"
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def rejects_table(batch: pa.Table, *, stage: str, stage_index: int, score_columns: tuple[str, ...]) -> pa.Table:
     """Ledger rows for the rows of `batch` whose `_reject` is set."""
     reasons = batch.column(columns.REJECT).to_pylist()
@@ -53,7 +45,7 @@ def rejects_table(batch: pa.Table, *, stage: str, stage_index: int, score_column
     for i, reason in enumerate(reasons):
         if reason is None:
             continue
-        scores = {c: _json_value(score_values[c][i]) for c in present if score_values[c][i] is not None}
+        scores = {c: columns.json_value(score_values[c][i]) for c in present if score_values[c][i] is not None}
         rows.append(
             {
                 "key": keys[i],
@@ -75,16 +67,13 @@ def write_part(output: str, table: pa.Table, *, token: str | None = None) -> str
 
     if table.num_rows == 0:
         return None
-    import pyarrow.parquet as pq
-
     table = table.sort_by("key")
     digest = hashlib.sha1()
     for key in table.column("key").to_pylist():
         digest.update(key.encode("utf-8") + b"\0")
     stage_index = table.column("stage_index")[0].as_py()
     uri = storage.join(output, PARTS_DIR, f"{stage_index:03d}-{digest.hexdigest()[:20]}.parquet")
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
+    data = storage.parquet_bytes(table)
     assert_owner(output, token)
-    storage.write_atomic(uri, buf.getvalue())
+    storage.write_atomic(uri, data)
     return uri

@@ -23,7 +23,13 @@ from dataprep.errors import ConfigError
 from dataprep.finalize import StageInfo, finalize
 from dataprep.plan import Plan, PlannedStage
 from dataprep.sink import ShardWriter
-from dataprep.stage_task import StageTask, ensure_reject_column, record_rejects, sanitize_keys, split_rejects
+from dataprep.stage_task import (
+    StageTask,
+    ensure_reject_column,
+    record_rejects,
+    sanitize_keys,
+    split_rejects,
+)
 
 log = logging.getLogger(__name__)
 JOB_FILE = "_work/job.json"

@@ -41,12 +41,6 @@ def _extension(uri: str) -> str:
     return _EXTENSION_ALIASES.get(ext, ext)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def summarize_fields(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-field summary of metadata rows: min/max/mean for numbers, top values for strings."""
     out: dict[str, Any] = {}
@@ -127,7 +121,7 @@ class ShardWriter:
         if bucket is not None:  # rows without a bucket (images in a video job) stay at the top
             subdir = columns.safe_key(str(bucket))
         members = {f"{key}.{ext}": payload}
-        meta = {k: _json_safe(v) for k, v in row.items()}
+        meta = {k: columns.json_value(v) for k, v in row.items()}
         members[f"{key}.json"] = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
         caption = row.get(columns.CAPTION)
         if caption is not None:
@@ -169,17 +163,14 @@ class ShardWriter:
         return "/".join(p for p in (SHARDS_DIR, shard.subdir, f"{shard.name}.tar") if p)
 
     def _commit(self, shard: _OpenShard) -> None:
-        import pyarrow.parquet as pq
-
         shard.tar.close()
         del self._open[shard.subdir]
         relative = self._relative(shard)
         commit.assert_owner(self.output, self.token)
         tar_bytes = os.path.getsize(shard.tmp_path)
         storage.upload_atomic(shard.tmp_path, storage.join(self.output, relative))
-        buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(shard.rows), buf)
-        storage.write_atomic(storage.join(self.output, MANIFEST_PARTS_DIR, f"{shard.name}.parquet"), buf.getvalue())
+        storage.write_atomic(storage.join(self.output, MANIFEST_PARTS_DIR, f"{shard.name}.parquet"),
+                             storage.parquet_bytes(pa.Table.from_pylist(shard.rows)))
         stats = {
             "shard": relative,
             "count": len(shard.keys),

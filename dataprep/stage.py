@@ -49,8 +49,6 @@ class Stage:
     Params: ClassVar[type[BaseModel]] = NoParams
     resources: ClassVar[Resources] = Resources()
     batch_size: ClassVar[int] = 16
-    # Columns whose bytes are large; dropped from rejected rows before the ledger.
-    heavy: ClassVar[tuple[str, ...]] = ()
     # True when one input row may become several output rows (scene split).
     expands: ClassVar[bool] = False
 
@@ -104,7 +102,6 @@ class GlobalStage:
     Params: ClassVar[type[BaseModel]] = NoParams
     resources: ClassVar[Resources] = Resources()
     batch_size: ClassVar[int] = 1024
-    heavy: ClassVar[tuple[str, ...]] = ()
     expands: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel | None = None) -> None:
@@ -126,7 +123,6 @@ class Source:
     reads: ClassVar[tuple[str, ...]] = ()
     writes: ClassVar[tuple[str, ...]] = ("key", "source")
     Params: ClassVar[type[BaseModel]] = NoParams
-    heavy: ClassVar[tuple[str, ...]] = ()
     expands: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel | None = None) -> None:
@@ -135,6 +131,3 @@ class Source:
     def read(self, uri: str) -> Iterator[pa.Table]:
         """Yield tables of rows for the input at `uri`."""
         raise NotImplementedError(f"source {self.name!r} must implement read")
-
-
-AnyStage = Stage | GlobalStage | Source

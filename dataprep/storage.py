@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def is_s3(uri: str) -> bool:
@@ -56,14 +57,6 @@ def read_bytes(uri: str) -> bytes:
     return Path(local_path(uri)).read_bytes()
 
 
-def size_of(uri: str) -> int:
-    """Size in bytes of a file or object."""
-    if is_s3(uri):
-        bucket, key = split_s3(uri)
-        return int(_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
-    return os.path.getsize(local_path(uri))
-
-
 @contextlib.contextmanager
 def open_local(uri: str) -> Iterator[str]:
     """A local filesystem path with the content of `uri`, for tools that need one (ffmpeg, PyAV).
@@ -102,6 +95,26 @@ def list_files(uri: str) -> list[str]:
         dirnames.sort()
         found.extend(os.path.join(dirpath, name) for name in filenames)
     return sorted(found)
+
+
+def read_parquet(uri: str) -> Any:
+    """A Parquet file or object as a pyarrow table."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    return pq.read_table(io.BytesIO(read_bytes(uri)))
+
+
+def parquet_bytes(table: Any) -> bytes:
+    """`table` encoded as Parquet."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
 
 
 def exists(uri: str) -> bool:

@@ -39,3 +39,12 @@ def write_config(path, *, input, output, stages: list[str], plugins=(), sink: st
     lines.append(f"sink: {sink}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

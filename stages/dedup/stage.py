@@ -169,7 +169,6 @@ class MinHashDedup(GlobalStage):
     Params: ClassVar[type[BaseModel]] = MinHashDedupParams
     resources: ClassVar[Resources] = Resources(cpus=1.0)
     batch_size: ClassVar[int] = 1024
-    heavy: ClassVar[tuple[str, ...]] = ("frames",)
     # module -> the pip requirement that provides it: numba compiles the shingle and
     # MinHash kernels.
     requires: ClassVar[dict[str, str]] = {"numba": "numba>=0.60"}

@@ -58,7 +58,6 @@ class FrameSample(Stage):
     name = "frame_sample"
     reads = (columns.KEY, columns.SOURCE, "media_type")
     writes = ("frames",)
-    heavy = ("frames",)
     Params = FrameSampleParams
     resources: ClassVar[Resources] = Resources(cpus=1.0)
     batch_size = 16

@@ -164,7 +164,6 @@ class Standardize(Stage):
     name = "standardize"
     reads = (columns.KEY, columns.SOURCE, "media_type", "width", "height", "fps", "duration")
     writes = (columns.KEY, columns.PARENT, *CLIP_FIELDS.names)
-    heavy = (columns.MEDIA,)
     Params = StandardizeParams
     resources: ClassVar[Resources] = Resources(cpus=1.0)
     batch_size = 8

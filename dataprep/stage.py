@@ -58,6 +58,14 @@ class Stage:
     def setup(self) -> None:
         """Load what the stage needs once per worker (models, binaries)."""
 
+    def worker_threads(self, override: int | None = None) -> int:
+        """Threads one worker may use: `override`, else the CPUs its resources give (at least 1).
+
+        ffmpeg and decoders use every core unless told; several workers per node must not
+        each take all of them.
+        """
+        return override or max(1, int(round(self.resources.cpus)))
+
     def process_batch(self, batch: pa.Table) -> pa.Table:
         """Return `batch` with this stage's `writes` columns added or replaced."""
         raise NotImplementedError(f"stage {self.name!r} must implement process_batch")

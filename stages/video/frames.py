@@ -70,7 +70,7 @@ class FrameSample(Stage):
         media = column_or_none(batch, columns.MEDIA)
         starts = column_or_none(batch, "scene_start")
         ends = column_or_none(batch, "scene_end")
-        threads = self.params.threads or max(1, int(round(self.resources.cpus)))
+        threads = self.worker_threads(self.params.threads)
         frames: list[list[bytes] | None] = []
         for i, kind in enumerate(kinds):
             thumbs = None

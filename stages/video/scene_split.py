@@ -106,7 +106,7 @@ class SceneSplit(Stage):
 
     def _settings(self) -> CutSettings:
         p = self.params
-        threads = p.threads or max(1, int(round(self.resources.cpus)))
+        threads = self.worker_threads(p.threads)
         return CutSettings(p.threshold, p.min_scene_frames, p.analysis_width, p.fades, p.fade_threshold, threads,
                            p.max_corrupt_packets)
 

@@ -187,7 +187,7 @@ class Standardize(Stage):
 
     def _encoder(self) -> Encoder:
         p = self.params
-        threads = p.threads or max(1, int(round(self.resources.cpus)))
+        threads = self.worker_threads(p.threads)
         codec = getattr(self, "_codec", None) or self._choose_codec()
         return Encoder(codec=codec, crf=p.crf, preset=p.preset, gop=p.gop, threads=threads, audio=p.keep_audio)
 

@@ -103,7 +103,7 @@ def main() -> None:
     import ray
 
     from dataprep.runner import RayExecutor
-    from stages.dedup.stage import MinHashDedup
+    from dataprep.stages.dedup.stage import MinHashDedup
 
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})

@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_minhash.py --quick
 
 Every contender starts from the raw caption strings and does the same normalization
-and word n-gram shingling (`stages.dedup.shingles.normalize`); the batch kernel
-(`stages.dedup`) shingles and hashes whole batches in numpy. Each contender is timed
+and word n-gram shingling (`dataprep.stages.dedup.shingles.normalize`); the batch kernel
+(`dataprep.stages.dedup`) shingles and hashes whole batches in numpy. Each contender is timed
 for `--repeats` passes over the captions and its best pass is reported.
 The last line is `vs_datasketch_bulk=X vs_rensa=Y` (our throughput over theirs).
 """
@@ -26,8 +26,8 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.dedup.minhash import signatures  # noqa: E402
-from stages.dedup.shingles import normalize, shingle_hashes  # noqa: E402
+from dataprep.stages.dedup.minhash import signatures  # noqa: E402
+from dataprep.stages.dedup.shingles import normalize, shingle_hashes  # noqa: E402
 
 DEFAULT_CAPTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "text" / \
     "coco_captions_val2017.annotations.jsonl"

@@ -93,7 +93,7 @@ def stage_worker(rows: list[dict]) -> tuple[int, float]:
     """Standardize `rows` in this process with one ffmpeg thread; returns frames written and CPU seconds."""
     import pyarrow as pa
 
-    from stages.video.standardize import Standardize, StandardizeParams
+    from dataprep.stages.video.standardize import Standardize, StandardizeParams
 
     cpu = _cpu_seconds()
     params = StandardizeParams(min_seconds=0, max_seconds=None, fps=FPS, width=WIDTH, height=HEIGHT, crf=CRF,
@@ -115,7 +115,7 @@ def _warm(cpus: Any, pin: bool) -> None:
     import av  # noqa: F401
     import pyarrow  # noqa: F401
 
-    from stages.video.standardize import Standardize
+    from dataprep.stages.video.standardize import Standardize
 
     Standardize().setup()  # what a Ray actor does once before its first batch
 

@@ -25,12 +25,12 @@ def _client(address: str):  # noqa: ANN202 - JobSubmissionClient is imported laz
 
 def submit(config: str, *, address: str, input: str | None = None, output: str | None = None,
            tiny_models: bool = False) -> str:
-    """Submit `config` as a Ray job running `jobs.run_job`; returns the job id."""
+    """Submit `config` as a Ray job running `dataprep.jobs.run_job`; returns the job id."""
     staging = tempfile.mkdtemp(prefix="dataprep-submit-")
     try:
         name = Path(config).name
         shutil.copy(config, os.path.join(staging, name))
-        command = ["python", "-m", "jobs.run_job", name]
+        command = ["python", "-m", "dataprep.jobs.run_job", name]
         if input:
             command += ["--input", input]
         if output:

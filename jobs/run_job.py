@@ -1,6 +1,6 @@
 """Ray job entrypoint: what runs on the cluster when `dataprep submit` sends a job.
 
-    python -m jobs.run_job job.yaml [--input URI] [--output URI] [--tiny-models]
+    python -m dataprep.jobs.run_job job.yaml [--input URI] [--output URI] [--tiny-models]
 
 It joins the cluster it runs on (address "auto") and runs the same plan as
 `dataprep run`; the summary is printed as JSON on the last line of the job's log.
@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dataprep.plan import build_plan
     from dataprep.runner import run_plan
 
-    parser = argparse.ArgumentParser(prog="python -m jobs.run_job")
+    parser = argparse.ArgumentParser(prog="python -m dataprep.jobs.run_job")
     parser.add_argument("config")
     parser.add_argument("--input")
     parser.add_argument("--output")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dataprep import columns, storage
 from dataprep.stage import Source
-from stages.media_types import SIDECAR_EXTENSIONS, extension, media_type_of
+from dataprep.stages.media_types import SIDECAR_EXTENSIONS, extension, media_type_of
 
 log = logging.getLogger(__name__)
 

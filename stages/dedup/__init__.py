@@ -1,4 +1,4 @@
-"""Near-duplicate removal: `stages.dedup.stage:MinHashDedup`, registered as `minhash_dedup`.
+"""Near-duplicate removal: `dataprep.stages.dedup.stage:MinHashDedup`, registered as `minhash_dedup`.
 
 Column contract (a `GlobalStage`: `run(ds, executor)` takes and returns a dataset):
 - reads `key`, plus `caption` (mode text/both), `frames` (list<binary> JPEG thumbnails;

@@ -48,7 +48,7 @@ def frame_distance(fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
     the same window in both (a logo or local edit spoils the whole-frame hash and one
     window, not all). 16 comparisons, not all 36 window pairs: fewer chances for two
     unrelated frames to meet by luck."""
-    from stages.dedup.phash import hamming
+    from dataprep.stages.dedup.phash import hamming
 
     na, nb, w = len(fa), len(fb), fa.shape[1]
     a_in_b = hamming(fa[:, 0], fb.ravel()).reshape(na, nb, w).min(axis=2)          # (Fa, Fb)

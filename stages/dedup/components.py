@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.dedup.shingles import splitmix64
+from dataprep.stages.dedup.shingles import splitmix64
 
 
 def mix64(x: np.ndarray) -> np.ndarray:

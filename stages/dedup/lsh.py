@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.dedup.shingles import _POS_MULT
+from dataprep.stages.dedup.shingles import _POS_MULT
 
 
 def lsh_params(threshold: float, num_perm: int, *, fp_weight: float = 0.5,
@@ -28,7 +28,7 @@ def candidate_probability(s: float, bands: int, rows: int) -> float:
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    from stages.dedup.components import mix64
+    from dataprep.stages.dedup.components import mix64
 
     return mix64(x)
 

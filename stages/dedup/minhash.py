@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.dedup._jit import njit
+from dataprep.stages.dedup._jit import njit
 
 EMPTY = np.uint32(0xFFFFFFFF)
 

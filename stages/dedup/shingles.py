@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stages.dedup._jit import njit
+from dataprep.stages.dedup._jit import njit
 
 # Odd 64-bit constants: one multiplier per n-gram position makes the hash order-dependent.
 _POS_MULT = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,

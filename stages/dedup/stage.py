@@ -201,8 +201,8 @@ class MinHashDedup(GlobalStage):
         copied (the block itself is annotated at the end)."""
         import pyarrow as pa
 
-        from stages.dedup.lsh import band_keys
-        from stages.dedup.minhash import has_signature, signatures
+        from dataprep.stages.dedup.lsh import band_keys
+        from dataprep.stages.dedup.minhash import has_signature, signatures
 
         p: MinHashDedupParams = self.params
         n = batch.num_rows
@@ -212,14 +212,14 @@ class MinHashDedup(GlobalStage):
         empty = pa.array([[]] * n, pa.list_(pa.uint64()))
         tb, tp, vb, vp = empty, empty, empty, empty
         if p.mode in ("text", "both"):
-            from stages.dedup.shingles import shingle_hashes
+            from dataprep.stages.dedup.shingles import shingle_hashes
 
             sh = shingle_hashes(batch.column(p.text_column).to_pylist(), ngram=p.ngram)
             sig = signatures(sh.hashes, sh.offsets, num_perm=p.num_perm, seed=p.seed)
             tb = _bands_column(band_keys(sig, *self.text_lsh, salt=1), has_signature(sig))
             tp = pa.ListArray.from_arrays(pa.array(sh.offsets.astype(np.int32)), pa.array(sh.hashes))
         if p.mode in ("visual", "both"):
-            from stages.dedup.phash import frames_window_hashes, hash_tokens
+            from dataprep.stages.dedup.phash import frames_window_hashes, hash_tokens
 
             wins = [frames_window_hashes(f) for f in batch.column("frames").to_pylist()]
             toks = [hash_tokens(w, bands=p.hash_bands) for w in wins]
@@ -236,7 +236,7 @@ class MinHashDedup(GlobalStage):
     # -- the whole stage ----------------------------------------------------------------
     def run(self, ds: Any, executor: Executor) -> Any:
         """Return every row of `ds` with `_reject`, `_duplicate_of` and `dup_cluster` set."""
-        from stages.dedup import steps
+        from dataprep.stages.dedup import steps
 
         ex = executor
         p: MinHashDedupParams = self.params
@@ -320,7 +320,7 @@ def _check_requirements(requires: dict[str, str]) -> None:
 
 
 def _optimal(threshold: float, num_perm: int, recall_weight: float) -> tuple[int, int]:
-    from stages.dedup.lsh import lsh_params
+    from dataprep.stages.dedup.lsh import lsh_params
 
     return lsh_params(threshold, num_perm, fp_weight=1 - recall_weight, fn_weight=recall_weight)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.dedup.candidates import TEXT, VISUAL, Verify, candidate_pairs, verify_pairs
-from stages.dedup.components import checksum, large_star, part_of, roots, small_star, split_directed
+from dataprep.stages.dedup.candidates import TEXT, VISUAL, Verify, candidate_pairs, verify_pairs
+from dataprep.stages.dedup.components import checksum, large_star, part_of, roots, small_star, split_directed
 
 _NODE, _SCORE, _TBANDS, _TPAY, _VBANDS, _VPAY = ("_dd_node", "_dd_score", "_dd_tbands", "_dd_tpay",
                                                 "_dd_vbands", "_dd_vpay")
@@ -15,7 +15,7 @@ _KEPT, _ISDUP = "_dd_kept", "_dd_isdup"
 
 def make_verify(p) -> Verify:
     """The verification thresholds of a `MinHashDedupParams`."""
-    from stages.dedup.phash import WINDOWS
+    from dataprep.stages.dedup.phash import WINDOWS
 
     return Verify(enabled=p.verify, text_threshold=p.threshold, max_hamming=p.max_hamming,
                   frame_match=p.frame_match, windows=WINDOWS)
@@ -149,7 +149,7 @@ def members_partition(n_parts: int, n_edge_pieces: int, *args):
 
 def _similar(verify: Verify, tpay: list, vpay: list, a: int, b: int) -> bool:
     """Whether rows a and b pass verification on either signal."""
-    from stages.dedup.candidates import frame_match_fraction, text_jaccard
+    from dataprep.stages.dedup.candidates import frame_match_fraction, text_jaccard
 
     if tpay[a] and tpay[b] and text_jaccard(np.array(tpay[a], np.uint64),
                                             np.array(tpay[b], np.uint64)) >= verify.text_threshold:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import av.video.frame
     import numpy as np
 
-from stages.video.media import NoFramesError, decode_tolerant, first_video_stream, origin_seconds
+from dataprep.stages.video.media import NoFramesError, decode_tolerant, first_video_stream, origin_seconds
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from dataprep.ffmpeg import ffmpeg_exe
-from stages.video.plan import Geometry, scale_filters
+from dataprep.stages.video.plan import Geometry, scale_filters
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from dataprep import columns, storage
 from dataprep.errors import row_error
 from dataprep.stage import Resources, Stage
-from stages.video.media import NoFramesError, first_video_stream, origin_seconds, stream_end_seconds
-from stages.video.table import column_or_none, put, rejects
+from dataprep.stages.video.media import NoFramesError, first_video_stream, origin_seconds, stream_end_seconds
+from dataprep.stages.video.table import column_or_none, put, rejects
 
 log = logging.getLogger(__name__)
 

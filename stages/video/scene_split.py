@@ -7,7 +7,7 @@
 
 Each video row becomes one row per scene, keyed `child_key(key, i)`, with
 `parent_key` naming the video. Hard cuts are found from the HSV difference of
-consecutive downscaled frames (see `stages.video.cuts`). Fades are gradual, so by
+consecutive downscaled frames (see `dataprep.stages.video.cuts`). Fades are gradual, so by
 default the ramp stays inside its scene; only the step into pure black and out of it
 may read as cuts (the last faint pixels carry full saturation), which leaves the
 black run as a short scene of its own that `standardize` drops by `min_seconds`.
@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from dataprep import columns, storage
 from dataprep.errors import row_error
 from dataprep.stage import Resources, Stage
-from stages.video.cuts import CutSettings, Scene, detect_scenes
-from stages.video.table import put, rejects
+from dataprep.stages.video.cuts import CutSettings, Scene, detect_scenes
+from dataprep.stages.video.table import put, rejects
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@
 
 Rows of one source (the scenes `scene_split` made, or the whole video when there
 is no scene split) are cut by one ffmpeg process that decodes the source once
-(`stages.video.encode`). Each clip is H.264 yuv420p mp4 with `+faststart`, stored
+(`dataprep.stages.video.encode`). Each clip is H.264 yuv420p mp4 with `+faststart`, stored
 in `media`; `width`, `height`, `fps`, `duration` and `frame_count` become the clip's,
 measured from the written file, and so do `codec`, `pix_fmt`, `size_bytes`,
 `has_audio` and `rotation` (0: the rotation is in the pixels). Rotation is applied (ffmpeg's autorotate), so a
@@ -37,10 +37,10 @@ from dataprep import columns, storage
 from dataprep.errors import row_error
 from dataprep.ffmpeg import ffmpeg_exe
 from dataprep.stage import Resources, Stage
-from stages.video.encode import ClipJob, Encoder, FFmpegError, build_argv, nvenc_available, run_ffmpeg
-from stages.video.media import stream_end_seconds
-from stages.video.plan import Clip, ClipRejected, Geometry, nearest_bucket, plan_clips, upscale_factor
-from stages.video.table import column_or_none, put, rejects
+from dataprep.stages.video.encode import ClipJob, Encoder, FFmpegError, build_argv, nvenc_available, run_ffmpeg
+from dataprep.stages.video.media import stream_end_seconds
+from dataprep.stages.video.plan import Clip, ClipRejected, Geometry, nearest_bucket, plan_clips, upscale_factor
+from dataprep.stages.video.table import column_or_none, put, rejects
 
 log = logging.getLogger(__name__)
 

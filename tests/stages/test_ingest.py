@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages.ingest import Ingest
+from dataprep.stages.ingest import Ingest
 
 
 def _rows(source, uri, **params):

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from dataprep.ffmpeg import ffmpeg_exe
-from stages.probe import Probe
+from dataprep.stages.probe import Probe
 
 
 def _ffmpeg(*args):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from stages.quality.size import SizeFilter, SizeParams
+from dataprep.stages.quality.size import SizeFilter, SizeParams
 
 
 def _decide(rows, **params):

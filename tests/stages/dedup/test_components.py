@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.dedup.components import local_components, part_of, split_directed
+from dataprep.stages.dedup.components import local_components, part_of, split_directed
 
 
 def test_matches_scipy_on_random_graphs():

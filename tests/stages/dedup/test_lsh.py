@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.dedup.lsh import band_keys, candidate_probability, lsh_params
+from dataprep.stages.dedup.lsh import band_keys, candidate_probability, lsh_params
 
 
 def test_params_are_datasketch_optimal_and_fit_num_perm():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.dedup.minhash import EMPTY, has_signature, signatures, signatures_numpy
+from dataprep.stages.dedup.minhash import EMPTY, has_signature, signatures, signatures_numpy
 
 
 def _csr(sets: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from stages.dedup.stage import MinHashDedup
+from dataprep.stages.dedup.stage import MinHashDedup
 
 
 @pytest.mark.parametrize(("opts", "message"), [

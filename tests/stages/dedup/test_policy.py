@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from dataprep.columns import DUPLICATE_OF, REJECT
-from stages.dedup.stage import MinHashDedup
+from dataprep.stages.dedup.stage import MinHashDedup
 from tests.stages.dedup.local import dedup_in_process
 
 CAPTION = "a man riding a wave on top of a surfboard"

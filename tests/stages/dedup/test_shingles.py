@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.dedup.shingles import normalize, shingle_hashes
+from dataprep.stages.dedup.shingles import normalize, shingle_hashes
 
 
 def test_normalize_lowercases_strips_punctuation_and_collapses_space():

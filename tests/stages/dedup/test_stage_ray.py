@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from dataprep.columns import DUPLICATE_OF, REJECT
-from stages.dedup.stage import MinHashDedup
+from dataprep.stages.dedup.stage import MinHashDedup
 from dataprep.runner import RayExecutor
 from tests.stages.dedup.local import dedup_in_process
 from tests.stages.dedup.variants import image_variants, load_image, thumb_jpeg

@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from stages.dedup.shingles import shingle_hashes
-from stages.dedup.stage import MinHashDedup
-from stages.dedup.steps import (
+from dataprep.stages.dedup.shingles import shingle_hashes
+from dataprep.stages.dedup.stage import MinHashDedup
+from dataprep.stages.dedup.steps import (
     attach_partition,
     candidates_partition,
     make_verify,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from stages.dedup.stage import MinHashDedup
+from dataprep.stages.dedup.stage import MinHashDedup
 from tests.stages.dedup.local import dedup_in_process
 from tests.stages.dedup.variants import image_variants, load_image, sample_frames, thumb_jpeg, video_variants
 
@@ -105,8 +105,8 @@ def test_visual_recall_and_false_merges(media_table):
 
 def test_frame_distance_survives_edits_and_separates_distinct_images(shared_data):
     """Every edit within 4 bits of its original (the default match is <= 6), distinct images >= 10."""
-    from stages.dedup.candidates import frame_distance
-    from stages.dedup.phash import WINDOWS, frames_window_hashes
+    from dataprep.stages.dedup.candidates import frame_distance
+    from dataprep.stages.dedup.phash import WINDOWS, frames_window_hashes
 
     def hashes(img):
         return frames_window_hashes([thumb_jpeg(img)]).reshape(-1, WINDOWS)

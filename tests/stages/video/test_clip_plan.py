@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from stages.video.plan import (
+from dataprep.stages.video.plan import (
     ClipRejected,
     Geometry,
     frames_in,

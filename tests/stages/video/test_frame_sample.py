@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from video_media import colour_of, describe, raw_row, table
 
-from stages.video.frames import FrameSample, FrameSampleParams
-from stages.video.scene_split import SceneSplit
-from stages.video.standardize import Standardize, StandardizeParams
+from dataprep.stages.video.frames import FrameSample, FrameSampleParams
+from dataprep.stages.video.scene_split import SceneSplit
+from dataprep.stages.video.standardize import Standardize, StandardizeParams
 
 
 def _images(thumbs: list[bytes]) -> list[np.ndarray]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from video_media import describe, table
 
-from stages.video.scene_split import SceneSplit
+from dataprep.stages.video.scene_split import SceneSplit
 
 log = logging.getLogger(__name__)
 

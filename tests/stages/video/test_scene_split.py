@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from video_media import describe, ffmpeg, raw_row, table
 
 from dataprep.columns import child_key
-from stages.video.scene_split import SceneSplit, SceneSplitParams
+from dataprep.stages.video.scene_split import SceneSplit, SceneSplitParams
 
 
 def test_cuts_land_on_the_first_frame_of_each_colour(scenes_30fps: Path) -> None:

@@ -11,9 +11,9 @@ from pydantic import ValidationError
 from video_media import SCENES, colour_of, decode_clip, describe, table
 
 from dataprep.columns import child_key
-from stages.video import encode
-from stages.video.scene_split import SceneSplit
-from stages.video.standardize import Standardize, StandardizeParams
+from dataprep.stages.video import encode
+from dataprep.stages.video.scene_split import SceneSplit
+from dataprep.stages.video.standardize import Standardize, StandardizeParams
 
 FAST = {"preset": "ultrafast", "min_seconds": 1.0, "max_seconds": 2.0}
 
@@ -82,7 +82,7 @@ def test_one_ffmpeg_process_per_source(scenes_30fps: Path, monkeypatch: pytest.M
         calls.append(argv)
         real(argv, timeout=timeout)
 
-    monkeypatch.setattr("stages.video.standardize.run_ffmpeg", counting)
+    monkeypatch.setattr("dataprep.stages.video.standardize.run_ffmpeg", counting)
     scenes = SceneSplit().process_batch(table([describe(scenes_30fps, "vid")]))
     rows = Standardize(StandardizeParams(**FAST, width=64, height=48)).process_batch(scenes).to_pylist()
     assert len(rows) == 5 and len(calls) == 1
@@ -185,7 +185,7 @@ def test_params_fail_fast_naming_the_option(options: dict, message: str) -> None
 
 
 def test_nvenc_asked_without_a_gpu_fails_at_setup(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("stages.video.standardize.nvenc_available", lambda: False)
+    monkeypatch.setattr("dataprep.stages.video.standardize.nvenc_available", lambda: False)
     with pytest.raises(RuntimeError, match="h264_nvenc"):
         Standardize(StandardizeParams(encoder="h264_nvenc")).setup()
     stage = Standardize(StandardizeParams(encoder="auto"))

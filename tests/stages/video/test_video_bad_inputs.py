@@ -14,8 +14,8 @@ import pytest
 from video_media import colour_of, colour_scenes, decode_clip, describe, ffmpeg, raw_row, table
 
 from dataprep.ffmpeg import ffmpeg_exe
-from stages.video.scene_split import SceneSplit, SceneSplitParams
-from stages.video.standardize import Standardize, StandardizeParams
+from dataprep.stages.video.scene_split import SceneSplit, SceneSplitParams
+from dataprep.stages.video.standardize import Standardize, StandardizeParams
 
 PARAMS = StandardizeParams(preset="ultrafast", min_seconds=0.5, max_seconds=4, width=64, height=48, timeout_seconds=60)
 
@@ -204,8 +204,8 @@ def test_one_hour_video_in_bounded_memory(media_dir: Path) -> None:
         import json, sys, time
         sys.path[:0] = {sys.path!r}
         from video_media import describe, table
-        from stages.video.scene_split import SceneSplit
-        from stages.video.standardize import Standardize, StandardizeParams
+        from dataprep.stages.video.scene_split import SceneSplit
+        from dataprep.stages.video.standardize import Standardize, StandardizeParams
 
         def peak_kb():  # this process's high-water mark since exec (ru_maxrss would include pytest's)
             for line in open("/proc/self/status"):

@@ -15,7 +15,7 @@ from dataprep.runner import run_plan
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 T2V = Path(__file__).resolve().parents[3] / "configs" / "t2v.yaml"
-VIDEO_STAGES = ["stages.video.scene_split", "stages.video.standardize", "stages.video.frames"]
+VIDEO_STAGES = ["dataprep.stages.video.scene_split", "dataprep.stages.video.standardize", "dataprep.stages.video.frames"]
 
 
 def test_t2v_config_cuts_scenes_into_bucketed_clips(ray_session, tmp_path: Path) -> None:

@@ -92,9 +92,15 @@ def stages_markdown(rows: list[dict[str, Any]]) -> str:
         if r["options"]:
             lines.append("| option | type | default | description |\n|---|---|---|---|")
             for o in r["options"]:
-                lines.append(f"| `{o['name']}` | {o['type']} | {o['default']} | {o['description']} |")
+                cells = (f"`{o['name']}`", o["type"], str(o["default"]), o["description"])
+                lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
             lines.append("")
     return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """`text` safe inside a Markdown table cell: a `|` (as in `float | None`) would end the cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def stages_table(rows: list[dict[str, Any]]) -> None:

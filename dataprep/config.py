@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dataprep.errors import ConfigError
 
@@ -28,11 +28,23 @@ class StageEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     stage: str
     batch_size: int | None = Field(None, gt=0, description="Rows per batch; default: the stage's own.")
-    concurrency: int | None = Field(
-        None, gt=0, description="Workers (actors) for a stage with setup() or GPUs; default: one per CPU share."
+    concurrency: int | tuple[int, int] | None = Field(
+        None, description="Workers of the stage: N, or [min, max] for an autoscaling actor pool (stages with "
+        "setup() or GPUs); default: one per CPU share, one per GPU for GPU stages.",
     )
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("concurrency")
+    @classmethod
+    def _workers(cls, value: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
+        if isinstance(value, tuple):
+            low, high = value
+            if not 1 <= low <= high:
+                raise ValueError(f"`concurrency` [min, max] needs 1 <= min <= max, got [{low}, {high}]")
+        elif value is not None and value < 1:
+            raise ValueError(f"`concurrency` must be >= 1, got {value}")
+        return value
 
 
 class SinkConfig(BaseModel):

@@ -10,8 +10,12 @@ from pydantic import ValidationError
 from dataprep import storage
 from dataprep.config import JobConfig, StageEntry
 from dataprep.errors import ConfigError
+from dataprep.members import members_problems, sink_problems
 from dataprep.registry import Registry, StageClass, UnknownStageError
-from dataprep.stage import Filter, GlobalStage, Resources, Source, Stage
+from dataprep.stage import Filter, GlobalStage, Resources, Source, Stage, StageParams
+
+# Entry keys that only stages run by the runner's map operators can honour.
+_RUNNER_KEYS = ("batch_size", "concurrency", "resources")
 
 
 @dataclass
@@ -21,12 +25,20 @@ class PlannedStage:
     index: int
     name: str
     cls: StageClass
-    params: object
+    params: StageParams
     batch_size: int
     resources: Resources
-    concurrency: int | None
+    concurrency: int | tuple[int, int] | None
+    # What an instance with these options reads, writes and puts in shards (options may add columns).
+    reads: tuple[str, ...] = field(init=False)
+    writes: tuple[str, ...] = field(init=False)
+    members: dict[str, str] = field(init=False)
 
-    def instantiate(self) -> Stage | GlobalStage | Source:
+    def __post_init__(self) -> None:
+        stage = self.instantiate()
+        self.reads, self.writes, self.members = tuple(stage.reads), tuple(stage.writes), dict(stage.members)
+
+    def instantiate(self) -> Stage:
         """A fresh instance of the stage with its options and the resources its workers get."""
         stage = self.cls(self.params)
         # The config may override the class's resources; the stage sizes its threads from these.
@@ -36,7 +48,7 @@ class PlannedStage:
     @property
     def score_columns(self) -> tuple[str, ...]:
         """Columns recorded with a row this stage rejects: a filter's scores, else what the stage writes."""
-        return self.cls.score_columns() if issubclass(self.cls, Filter) else tuple(self.cls.writes)
+        return self.cls.score_columns() if issubclass(self.cls, Filter) else self.writes
 
     @property
     def is_global(self) -> bool:
@@ -74,22 +86,39 @@ def _option_problems(name: str, index: int, cls: StageClass, exc: ValidationErro
     return problems
 
 
+def _runner_key_problems(entry: StageEntry, index: int, cls: StageClass) -> list[str]:
+    """Options the stage's kind cannot honour: refused rather than ignored."""
+    where = f"stage {entry.stage!r} (stages[{index}])"
+    set_keys = entry.model_dump(include=set(_RUNNER_KEYS), exclude_none=True)
+    given = [k for k in _RUNNER_KEYS if set_keys.get(k) not in (None, {})]
+    if issubclass(cls, (GlobalStage, Source)) and given:
+        kind = "a global stage, whose executor spreads its work" if issubclass(cls, GlobalStage) \
+            else "the source, which lists the input on the driver"
+        return [f"{where} is {kind}: `{'`, `'.join(given)}` cannot apply to it; fix: remove them"]
+    if isinstance(entry.concurrency, tuple) and not cls.needs_actor() and not entry.resources.gpus:
+        return [f"{where}: `concurrency` [min, max] needs an actor pool, but this stage runs as tasks "
+                f"(no setup(), no GPUs); fix: give one number, e.g. `concurrency: {entry.concurrency[1]}`"]
+    return []
+
+
 def _plan_entry(entry: StageEntry, index: int, cls: StageClass) -> PlannedStage:
+    if not (isinstance(cls.Params, type) and issubclass(cls.Params, StageParams)):
+        raise ConfigError([f"stage {entry.stage!r} ({cls.__module__}.{cls.__qualname__}): its Params must subclass "
+                           "dataprep.stage.StageParams, so unknown options are refused; fix the stage's code"])
+    problems = _runner_key_problems(entry, index, cls)
     try:
         params = cls.Params.model_validate(entry.options)
     except ValidationError as exc:
-        raise ConfigError(_option_problems(entry.stage, index, cls, exc)) from None
-    base = getattr(cls, "resources", Resources())
-    resources = replace(
-        base,
-        **{k: v for k, v in entry.resources.model_dump().items() if v is not None},
-    )
+        problems += _option_problems(entry.stage, index, cls, exc)
+    if problems:
+        raise ConfigError(problems)
+    resources = replace(cls.resources, **entry.resources.model_dump(exclude_none=True))
     return PlannedStage(
         index=index,
         name=entry.stage,
         cls=cls,
         params=params,
-        batch_size=entry.batch_size or getattr(cls, "batch_size", 16),
+        batch_size=entry.batch_size or cls.batch_size,
         resources=resources,
         concurrency=entry.concurrency,
     )
@@ -144,9 +173,8 @@ def build_plan(config: JobConfig, registry: Registry | None = None) -> Plan:
     for p in planned:
         if p.index > 0 and issubclass(p.cls, Source):
             problems.append(f"stage {p.name!r} (stages[{p.index}]) is a source; only stages[0] may be one")
-        # An instance may read more than its class declares, depending on its options.
-        instance = p.instantiate()
-        for column in instance.reads:
+        problems.extend(members_problems(p))
+        for column in p.reads:
             if column not in available:
                 writers = _writers_of(column, registry)
                 fix = (
@@ -158,10 +186,11 @@ def build_plan(config: JobConfig, registry: Registry | None = None) -> Plan:
                     f"stage {p.name!r} (stages[{p.index}]) reads column {column!r}, "
                     f"which no earlier stage writes; fix: {fix}"
                 )
-        available.extend(c for c in instance.writes if c not in available)
+        available.extend(c for c in p.writes if c not in available)
     bucket = config.sink.bucket_column
     if bucket is not None and bucket not in available:
         problems.append(f"`sink.bucket_column` is {bucket!r}, which no stage writes; fix: remove it or add its stage")
+    problems.extend(sink_problems(available, planned))
     problems.extend(_check_input(config.input))
     if problems:
         raise ConfigError(problems)

@@ -11,10 +11,11 @@ import inspect
 from importlib.metadata import entry_points
 from types import ModuleType
 
-from dataprep.stage import GlobalStage, Source, Stage
+from dataprep.stage import Filter, GlobalStage, Source, Stage
 
 ENTRY_POINT_GROUP = "dataprep.stages"
-StageClass = type[Stage] | type[GlobalStage] | type[Source]
+StageClass = type[Stage]
+_BASES = (Stage, Filter, GlobalStage, Source)
 
 
 class UnknownStageError(KeyError):
@@ -33,9 +34,9 @@ class UnknownStageError(KeyError):
 def _is_stage_class(obj: object) -> bool:
     return (
         inspect.isclass(obj)
-        and issubclass(obj, (Stage, GlobalStage, Source))
-        and obj not in (Stage, GlobalStage, Source)
-        and isinstance(getattr(obj, "name", None), str)
+        and issubclass(obj, Stage)
+        and obj not in _BASES
+        and any(isinstance(vars(c).get("name"), str) for c in obj.__mro__)
     )
 
 

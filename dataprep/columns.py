@@ -58,18 +58,3 @@ def safe_key(key: str) -> str:
         return key
     slug = _UNSAFE.sub("_", key).strip("_")[:40] or "item"
     return f"{slug}-{hashlib.sha1(key.encode('utf-8')).hexdigest()[:12]}"
-
-
-def scalar_columns(schema: "pa.Schema") -> list[str]:  # noqa: F821 - pyarrow is imported by callers
-    """Columns that hold one small value per row (numbers, strings, booleans): metadata and scores."""
-    import pyarrow as pa
-
-    out = []
-    for field in schema:
-        t = field.type
-        if field.name in RESERVED or field.name == MEDIA:
-            continue
-        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_string(t) \
-                or pa.types.is_large_string(t):
-            out.append(field.name)
-    return out

@@ -13,41 +13,16 @@ import re
 
 import pyarrow as pa
 
-from dataprep import ledger, sink, storage
+from dataprep import owner, paths, storage
 
 log = logging.getLogger(__name__)
-LINEAGE_DIR = "_work/lineage"
-OWNER_FILE = "_work/owner"
 _SHARD_INDEX = re.compile(r"shard-(\d+)\.(?:tar|stats\.json)$")
 _LEFTOVER = re.compile(r"(\.partial|\.tmp-\d+)$")
 
 
-class NotOwnerError(RuntimeError):
-    """Another run took over this output; a worker of an older run must not commit."""
-
-
-def take_ownership(output: str) -> str:
-    """Make this run the only one allowed to commit into `output`; returns its token."""
-    import uuid
-
-    token = uuid.uuid4().hex
-    storage.write_atomic(storage.join(output, OWNER_FILE), token.encode("ascii"))
-    return token
-
-
-def assert_owner(output: str, token: str | None) -> None:
-    """Raise unless the run holding `token` still owns `output` (workers of a killed run can outlive it)."""
-    if token is None:
-        return
-    uri = storage.join(output, OWNER_FILE)
-    current = storage.read_bytes(uri).decode("ascii") if storage.exists(uri) else None
-    if current != token:
-        raise NotOwnerError(f"output {output!r} is now owned by another run; this worker's run was superseded")
-
-
 def stats_files(output: str) -> list[str]:
     """URIs of every committed shard's stats file."""
-    return [u for u in storage.list_files(storage.join(output, sink.SHARDS_DIR)) if u.endswith(".stats.json")]
+    return [u for u in storage.list_files(paths.under(output, paths.SHARDS_DIR)) if u.endswith(".stats.json")]
 
 
 def has_orphans(output: str) -> bool:
@@ -58,17 +33,17 @@ def has_orphans(output: str) -> bool:
 def clean_orphans(output: str, *, dry_run: bool = False) -> list[str]:
     """Remove shards, manifest parts and temporary files that have no commit record; returns them."""
     removed: list[str] = []
-    shard_files = storage.list_files(storage.join(output, sink.SHARDS_DIR))
+    shard_files = storage.list_files(paths.under(output, paths.SHARDS_DIR))
     committed = {u[: -len(".stats.json")] for u in shard_files if u.endswith(".stats.json")}
     committed_names = {c.rsplit("/", 1)[-1] for c in committed}
     for uri in shard_files:
         if _LEFTOVER.search(uri) or (uri.endswith(".tar") and uri[: -len(".tar")] not in committed):
             removed.append(uri)
-    for uri in storage.list_files(storage.join(output, sink.MANIFEST_PARTS_DIR)):
+    for uri in storage.list_files(paths.under(output, paths.MANIFEST_PARTS_DIR)):
         stem = uri.rsplit("/", 1)[-1].removesuffix(".parquet")
         if _LEFTOVER.search(uri) or (uri.endswith(".parquet") and stem not in committed_names):
             removed.append(uri)
-    for folder in (ledger.PARTS_DIR, LINEAGE_DIR):
+    for folder in (paths.LEDGER_PARTS_DIR, paths.LINEAGE_DIR):
         for uri in storage.list_files(storage.join(output, folder)):
             if _LEFTOVER.search(uri):
                 removed.append(uri)
@@ -82,7 +57,7 @@ def clean_orphans(output: str, *, dry_run: bool = False) -> list[str]:
 def next_shard_index(output: str) -> int:
     """One more than the highest shard number in use."""
     highest = -1
-    for uri in storage.list_files(storage.join(output, sink.SHARDS_DIR)):
+    for uri in storage.list_files(paths.under(output, paths.SHARDS_DIR)):
         m = _SHARD_INDEX.search(uri)
         if m:
             highest = max(highest, int(m.group(1)))
@@ -94,7 +69,7 @@ def committed_keys(output: str) -> set[str]:
     keys: set[str] = set()
     for uri in stats_files(output):
         keys.update(json.loads(storage.read_bytes(uri))["keys"])
-    for uri in storage.list_files(storage.join(output, ledger.PARTS_DIR)):
+    for uri in storage.list_files(paths.under(output, paths.LEDGER_PARTS_DIR)):
         if uri.endswith(".parquet"):
             keys.update(storage.read_parquet(uri).column("key").to_pylist())
     return keys | done_parents(output, keys)
@@ -103,7 +78,7 @@ def committed_keys(output: str) -> set[str]:
 def done_parents(output: str, committed: set[str]) -> set[str]:
     """Parents every one of whose children is committed or itself a done parent."""
     children: dict[str, set[str]] = {}
-    for uri in storage.list_files(storage.join(output, LINEAGE_DIR)):
+    for uri in storage.list_files(paths.under(output, paths.LINEAGE_DIR)):
         if uri.endswith(".parquet"):
             table = storage.read_parquet(uri)
             for parent, kids in zip(table.column("parent").to_pylist(), table.column("children").to_pylist(), strict=True):
@@ -119,7 +94,7 @@ def done_parents(output: str, committed: set[str]) -> set[str]:
     return done
 
 
-def write_lineage(output: str, parents: list[str], children: list[list[str]]) -> None:
+def write_lineage(output: str, parents: list[str], children: list[list[str]], *, token: str | None = None) -> None:
     """Record which rows a split stage made from which parent, so a rerun can skip whole parents."""
     import hashlib
 
@@ -128,4 +103,6 @@ def write_lineage(output: str, parents: list[str], children: list[list[str]]) ->
     table = pa.table({"parent": parents, "children": children}, schema=pa.schema(
         [("parent", pa.string()), ("children", pa.list_(pa.string()))]))
     digest = hashlib.sha1("\0".join(sorted(parents)).encode("utf-8")).hexdigest()[:20]
-    storage.write_atomic(storage.join(output, LINEAGE_DIR, f"{digest}.parquet"), storage.parquet_bytes(table))
+    data = storage.parquet_bytes(table)
+    owner.assert_owner(output, token)
+    storage.write_atomic(paths.under(output, paths.lineage_part(digest)), data)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from dataprep import commit, ledger, sink, storage
+from dataprep import commit, ledger, paths, sink, storage
 
 _CHILD_SUFFIX = re.compile(r"_c\d{4}$")
 
@@ -94,12 +94,12 @@ def _write_if_changed(uri: str, data: bytes) -> bool:
 
 def finalize(output: str, stages: list[StageInfo]) -> dict[str, Any]:
     """Write the manifest, the rejects ledger and the summary of everything committed; return the summary."""
-    manifest = _concat_parts(storage.list_files(storage.join(output, sink.MANIFEST_PARTS_DIR)))
-    rejects = _concat_parts(storage.list_files(storage.join(output, ledger.PARTS_DIR)))
+    manifest = _concat_parts(storage.list_files(paths.under(output, paths.MANIFEST_PARTS_DIR)))
+    rejects = _concat_parts(storage.list_files(paths.under(output, paths.LEDGER_PARTS_DIR)))
     manifest = _dedupe_sorted(manifest) if manifest is not None else pa.table({"key": pa.array([], pa.string())})
     rejects = _dedupe_sorted(rejects) if rejects is not None else ledger.SCHEMA.empty_table()
-    _write_if_changed(storage.join(output, "manifest.parquet"), storage.parquet_bytes(manifest))
-    _write_if_changed(storage.join(output, "rejects.parquet"), storage.parquet_bytes(rejects))
+    _write_if_changed(paths.under(output, paths.MANIFEST), storage.parquet_bytes(manifest))
+    _write_if_changed(paths.under(output, paths.REJECTS), storage.parquet_bytes(rejects))
 
     stats = [json.loads(storage.read_bytes(u)) for u in commit.stats_files(output)]
     kept = manifest.column("key").to_pylist()
@@ -121,5 +121,5 @@ def finalize(output: str, stages: list[StageInfo]) -> dict[str, Any]:
         "fields": fields,
     }
     data = json.dumps(summary, indent=1, sort_keys=True).encode("utf-8")
-    _write_if_changed(storage.join(output, "summary.json"), data)
+    _write_if_changed(paths.under(output, paths.SUMMARY), data)
     return summary

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
 import pyarrow as pa
 
-from dataprep import columns, storage
+from dataprep import columns, owner, paths, storage
+from dataprep.arrow import column_or_none
 
 SCHEMA = pa.schema(
     [
@@ -27,20 +27,15 @@ SCHEMA = pa.schema(
         ("scores", pa.string()),
     ]
 )
-PARTS_DIR = "_work/rejects"
 
 
 def rejects_table(batch: pa.Table, *, stage: str, stage_index: int, score_columns: tuple[str, ...]) -> pa.Table:
     """Ledger rows for the rows of `batch` whose `_reject` is set."""
-    reasons = batch.column(columns.REJECT).to_pylist()
-    n = batch.num_rows
-
-    def col(name: str) -> list[Any]:
-        return batch.column(name).to_pylist() if name in batch.column_names else [None] * n
-
-    keys, sources, parents, dups = col(columns.KEY), col(columns.SOURCE), col(columns.PARENT), col(columns.DUPLICATE_OF)
+    reasons = column_or_none(batch, columns.REJECT)
+    keys, sources, parents, dups = (column_or_none(batch, c) for c in (columns.KEY, columns.SOURCE, columns.PARENT,
+                                                                        columns.DUPLICATE_OF))
     present = [c for c in score_columns if c in batch.column_names]
-    score_values = {c: col(c) for c in present}
+    score_values = {c: column_or_none(batch, c) for c in present}
     rows = []
     for i, reason in enumerate(reasons):
         if reason is None:
@@ -63,8 +58,6 @@ def rejects_table(batch: pa.Table, *, stage: str, stage_index: int, score_column
 
 def write_part(output: str, table: pa.Table, *, token: str | None = None) -> str | None:
     """Commit ledger rows, if the run holding `token` still owns `output`; returns the part's URI."""
-    from dataprep.commit import assert_owner
-
     if table.num_rows == 0:
         return None
     table = table.sort_by("key")
@@ -72,8 +65,8 @@ def write_part(output: str, table: pa.Table, *, token: str | None = None) -> str
     for key in table.column("key").to_pylist():
         digest.update(key.encode("utf-8") + b"\0")
     stage_index = table.column("stage_index")[0].as_py()
-    uri = storage.join(output, PARTS_DIR, f"{stage_index:03d}-{digest.hexdigest()[:20]}.parquet")
+    uri = paths.under(output, paths.ledger_part(stage_index, digest.hexdigest()[:20]))
     data = storage.parquet_bytes(table)
-    assert_owner(output, token)
+    owner.assert_owner(output, token)
     storage.write_atomic(uri, data)
     return uri

@@ -8,11 +8,9 @@ run and is removed before the next run starts (`dataprep.commit`).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
-import tarfile
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -21,18 +19,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from dataprep import columns, commit, storage
+from dataprep import columns, owner, paths, storage
+from dataprep.arrow import column_or_none
+from dataprep.members import SampleLayout
 
-SHARDS_DIR = "shards"
-MANIFEST_PARTS_DIR = "_work/manifest"
 # Same bytes for the same sample whenever it is written: no wall-clock times in tars.
-_MTIME = 0
+_MTIME = 0.0
 _EXTENSION_ALIASES = {"jpeg": "jpg", "tif": "tiff"}
-
-
-def shard_name(index: int) -> str:
-    """File stem of the index-th shard."""
-    return f"shard-{index:06d}"
+# Rows of these media types carry their bytes in `source` when no stage put them in `media`.
+_FILE_MEDIA = ("video", "image")
 
 
 def _extension(uri: str) -> str:
@@ -63,19 +58,25 @@ def summarize_fields(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 @dataclass
 class _OpenShard:
-    name: str
+    index: int
     subdir: str
     tmp_path: str
-    tar: tarfile.TarFile
+    tar: Any  # webdataset.TarWriter
     keys: list[str] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
     bytes: int = 0
+
+    @property
+    def relative(self) -> str:
+        return paths.shard_path(self.subdir, self.index)
 
 
 class ShardWriter:
     """Writes samples into rolling shards under `OUTPUT/shards/[BUCKET/]` and commits each when full.
 
+    webdataset's `TarWriter` writes the members; this class only rolls shards over and commits them.
     `next_index` hands out shard numbers that no other writer uses (a counter shared by all writers).
+    `members` maps columns to the member suffixes the stages declared (see `dataprep.members`).
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class ShardWriter:
         max_bytes: int,
         next_index: Callable[[], int],
         bucket_column: str | None = None,
+        members: dict[str, str] | None = None,
         token: str | None = None,
     ) -> None:
         self.output = output
@@ -94,6 +96,7 @@ class ShardWriter:
         self.max_bytes = max_bytes
         self.next_index = next_index
         self.bucket_column = bucket_column
+        self.members = members or {}
         self._open: dict[str, _OpenShard] = {}
         self.committed: list[str] = []
 
@@ -101,75 +104,70 @@ class ShardWriter:
         """Add every row of `table` as one sample."""
         if table.num_rows == 0:
             return
-        meta_columns = columns.scalar_columns(table.schema)
-        media = table.column(columns.MEDIA).to_pylist() if columns.MEDIA in table.column_names else None
-        exts = table.column(columns.MEDIA_EXT).to_pylist() if columns.MEDIA_EXT in table.column_names else None
-        meta = table.select(meta_columns).to_pylist()
+        layout = SampleLayout(table.schema, self.members)
+        extra = layout.encode(table)
+        meta = table.select(layout.meta).to_pylist()
+        manifest = table.select(layout.manifest).to_pylist()
+        media, exts = column_or_none(table, columns.MEDIA), column_or_none(table, columns.MEDIA_EXT)
+        # Without a media type every row is a file (a job of media only).
+        kinds = column_or_none(table, "media_type") if "media_type" in table.column_names else None
         for i, row in enumerate(meta):
             key = row[columns.KEY]
             if not columns.is_safe_key(key):
                 raise ValueError(f"unsafe sample key {key!r} reached the sink; keys must match [A-Za-z0-9_-]")
-            if media is not None and media[i] is not None:
-                payload, ext = media[i], (exts[i] if exts and exts[i] else "bin")
-            else:
-                payload, ext = storage.read_bytes(row[columns.SOURCE]), _extension(row[columns.SOURCE])
-            self._add(key, payload, ext.lstrip("."), row)
+            sample = dict(extra[i])
+            if media[i] is not None:
+                _add_member(sample, (exts[i] or "bin").lstrip("."), media[i], key)
+            elif kinds is None or kinds[i] in _FILE_MEDIA:
+                _add_member(sample, _extension(row[columns.SOURCE]), storage.read_bytes(row[columns.SOURCE]), key)
+            json_row = {k: columns.json_value(v) for k, v in row.items()}
+            _add_member(sample, "json", json.dumps(json_row, sort_keys=True, ensure_ascii=False,
+                                                   default=str).encode("utf-8"), key)
+            self._add(key, sample, row.get(self.bucket_column) if self.bucket_column else None,
+                      {k: columns.json_value(v) for k, v in manifest[i].items()})
 
-    def _add(self, key: str, payload: bytes, ext: str, row: dict[str, Any]) -> None:
-        subdir = ""
-        bucket = row.get(self.bucket_column) if self.bucket_column else None
-        if bucket is not None:  # rows without a bucket (images in a video job) stay at the top
-            subdir = columns.safe_key(str(bucket))
-        members = {f"{key}.{ext}": payload}
-        meta = {k: columns.json_value(v) for k, v in row.items()}
-        members[f"{key}.json"] = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
-        caption = row.get(columns.CAPTION)
-        if caption is not None:
-            members[f"{key}.txt"] = str(caption).encode("utf-8")
-        size = sum(len(data) for data in members.values())
+    def _add(self, key: str, sample: dict[str, bytes], bucket: Any, manifest_row: dict[str, Any]) -> None:
+        # Rows without a bucket (images in a video job) stay at the top.
+        subdir = columns.safe_key(str(bucket)) if bucket is not None else ""
+        size = sum(len(data) for data in sample.values())
         shard = self._open.get(subdir)
         if shard is not None and shard.keys and shard.bytes + size > self.max_bytes:
             self._commit(shard)
             shard = None
         shard = shard or self._start(subdir)
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = _MTIME
-            info.mode = 0o444
-            shard.tar.addfile(info, io.BytesIO(data))
-            shard.bytes += len(data)
+        shard.bytes += shard.tar.write({"__key__": key, **sample})
         shard.keys.append(key)
-        shard.rows.append({**meta, "shard": self._relative(shard)})
+        shard.rows.append({**manifest_row, "shard": shard.relative})
         if len(shard.keys) >= self.max_samples:
             self._commit(shard)
 
     def _start(self, subdir: str) -> _OpenShard:
-        name = shard_name(self.next_index())
-        fd, tmp_path = tempfile.mkstemp(prefix=f"{name}-", suffix=".tar.partial", dir=self._tmp_dir())
+        import webdataset as wds
+
+        index = self.next_index()
+        fd, tmp_path = tempfile.mkstemp(prefix=f"{paths.shard_name(index)}-", suffix=".tar.partial",
+                                        dir=self._tmp_dir())
         os.close(fd)
-        shard = _OpenShard(name=name, subdir=subdir, tmp_path=tmp_path, tar=tarfile.open(tmp_path, "w", format=tarfile.USTAR_FORMAT))
+        tar = wds.TarWriter(tmp_path, encoder=False, mtime=_MTIME, user="dataprep", group="dataprep")
+        shard = _OpenShard(index=index, subdir=subdir, tmp_path=tmp_path, tar=tar)
         self._open[subdir] = shard
         return shard
 
     def _tmp_dir(self) -> str | None:
         if storage.is_s3(self.output):
             return None
-        path = storage.join(self.output, SHARDS_DIR)
+        path = paths.under(self.output, paths.SHARDS_DIR)
         os.makedirs(path, exist_ok=True)
         return path
-
-    def _relative(self, shard: _OpenShard) -> str:
-        return "/".join(p for p in (SHARDS_DIR, shard.subdir, f"{shard.name}.tar") if p)
 
     def _commit(self, shard: _OpenShard) -> None:
         shard.tar.close()
         del self._open[shard.subdir]
-        relative = self._relative(shard)
-        commit.assert_owner(self.output, self.token)
+        relative = shard.relative
+        owner.assert_owner(self.output, self.token)
         tar_bytes = os.path.getsize(shard.tmp_path)
-        storage.upload_atomic(shard.tmp_path, storage.join(self.output, relative))
-        storage.write_atomic(storage.join(self.output, MANIFEST_PARTS_DIR, f"{shard.name}.parquet"),
+        storage.upload_atomic(shard.tmp_path, paths.under(self.output, relative))
+        storage.write_atomic(paths.under(self.output, paths.manifest_part(shard.index)),
                              storage.parquet_bytes(pa.Table.from_pylist(shard.rows)))
         stats = {
             "shard": relative,
@@ -179,9 +177,9 @@ class ShardWriter:
             "keys": shard.keys,
             "fields": summarize_fields([{k: v for k, v in r.items() if k != "shard"} for r in shard.rows]),
         }
-        stats_uri = storage.join(self.output, relative[: -len(".tar")] + ".stats.json")
-        commit.assert_owner(self.output, self.token)
-        storage.write_atomic(stats_uri, json.dumps(stats, indent=1, sort_keys=True).encode("utf-8"))
+        owner.assert_owner(self.output, self.token)
+        storage.write_atomic(paths.under(self.output, paths.stats_path(relative)),
+                             json.dumps(stats, indent=1, sort_keys=True).encode("utf-8"))
         self.committed.append(relative)
 
     def close(self) -> list[str]:
@@ -194,3 +192,10 @@ class ShardWriter:
                 os.remove(shard.tmp_path)
                 del self._open[shard.subdir]
         return self.committed
+
+
+def _add_member(sample: dict[str, bytes], suffix: str, data: bytes, key: str) -> None:
+    if suffix in sample:
+        raise ValueError(f"sample {key!r}: two columns are both written as member {suffix!r}; "
+                         "fix: give one of them another suffix in its stage's `members`")
+    sample[suffix] = data

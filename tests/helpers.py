@@ -24,9 +24,9 @@ def read_ledger(output) -> list[dict]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dataprep import ledger, storage
+    from dataprep import paths, storage
 
-    parts = [u for u in storage.list_files(storage.join(str(output), ledger.PARTS_DIR)) if u.endswith(".parquet")]
+    parts = [u for u in storage.list_files(storage.join(str(output), paths.LEDGER_PARTS_DIR)) if u.endswith(".parquet")]
     if not parts:
         return []
     return pa.concat_tables([pq.read_table(p) for p in parts]).to_pylist()

@@ -7,7 +7,7 @@ import itertools
 import pyarrow as pa
 import pytest
 
-from dataprep import commit, ledger
+from dataprep import commit, ledger, owner
 from dataprep.sink import ShardWriter
 
 
@@ -49,9 +49,9 @@ def test_parent_done_only_when_every_child_is(tmp_path):
 
 
 def test_superseded_run_cannot_commit(tmp_path):
-    old = commit.take_ownership(str(tmp_path))
-    commit.take_ownership(str(tmp_path))
+    old = owner.take_ownership(str(tmp_path))
+    owner.take_ownership(str(tmp_path))
     rows = pa.table({"key": ["c"], "source": ["/c"], "_reject": ["x"]})
-    with pytest.raises(commit.NotOwnerError):
+    with pytest.raises(owner.NotOwnerError):
         ledger.write_part(str(tmp_path), ledger.rejects_table(rows, stage="s", stage_index=1, score_columns=()),
                           token=old)

@@ -13,6 +13,10 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
+
+# Entry-point group of extra subcommands: each names a function that adds its parser to the subparsers.
+COMMANDS_GROUP = "dataprep.commands"
 
 
 def _load_plan(args: argparse.Namespace):  # noqa: ANN202 - Plan is imported lazily
@@ -28,7 +32,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     plan = _load_plan(args)
     print(f"ok: {len(plan.all_stages)} stages, input {plan.config.input}, output {plan.config.output}")
     for p in plan.all_stages:
-        print(f"  {p.index:2d}. {p.name:<16} reads {', '.join(p.cls.reads) or '-'}; writes {', '.join(p.cls.writes) or '-'}")
+        print(f"  {p.index:2d}. {p.name:<16} reads {', '.join(p.reads) or '-'}; writes {', '.join(p.writes) or '-'}")
     return 0
 
 
@@ -38,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dataprep.runner import run_plan
 
     plan = _load_plan(args)
-    result = run_plan(plan, address=args.address, tiny_models=args.tiny_models, progress=not args.quiet)
+    result = run_plan(plan, address=args.address, progress=not args.quiet)
     print_summary(result.summary, title=f"{plan.config.output}  ({result.new_rows} new rows, {result.wall_seconds:.1f} s)")
     return 0
 
@@ -48,8 +52,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from dataprep import submit
 
     _load_plan(args)
-    job_id = submit.submit(args.config, address=args.address, input=args.input, output=args.output,
-                           tiny_models=args.tiny_models)
+    job_id = submit.submit(args.config, address=args.address, input=args.input, output=args.output)
     print(job_id)
     if not args.wait:
         return 0
@@ -89,10 +92,10 @@ def cmd_stages(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     """Print an output's summary."""
-    from dataprep import storage
+    from dataprep import paths, storage
     from dataprep.cli_tables import print_summary
 
-    uri = storage.join(args.output_dir, "summary.json")
+    uri = paths.under(args.output_dir, paths.SUMMARY)
     if not storage.exists(uri):
         print(f"error: {uri} does not exist; run a job into {args.output_dir} first", file=sys.stderr)
         return 2
@@ -123,15 +126,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sample_data(args: argparse.Namespace) -> int:
-    """Write the offline sample set."""
-    from dataprep.sample_data import generate
-
-    counts = generate(args.dir, repeat=args.repeat)
-    print(f"wrote {counts['videos']} videos and {counts['images']} images with captions to {args.dir}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(prog="dataprep", description="Prepare video and image training data on Ray.")
@@ -146,14 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a job (embedded Ray unless --address)")
     with_config(p)
     p.add_argument("--address", help="Ray cluster address (e.g. ray://HEAD:10001 or auto); default: embedded Ray")
-    p.add_argument("--tiny-models", action="store_true", help="use tiny locally built models (offline runs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("submit", help="run a job on a Ray cluster through its Jobs API")
     with_config(p)
     p.add_argument("--address", required=True, help="the head's dashboard, e.g. http://HEAD:8265")
-    p.add_argument("--tiny-models", action="store_true", help="use tiny locally built models")
     p.add_argument("--wait", action="store_true", help="wait for the job to end and print its logs")
     p.set_defaults(func=cmd_submit)
 
@@ -185,10 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key", nargs="?")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("sample-data", help="write a reproducible offline sample set")
-    p.add_argument("dir")
-    p.add_argument("--repeat", type=int, default=1, help="colour-shifted copies of the whole set (for scale tests)")
-    p.set_defaults(func=cmd_sample_data)
+    # Commands of installed packages (the built-in `sample-data` among them): the core knows none by name.
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        ep.load()(sub)
     return parser
 
 
@@ -197,13 +188,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    from dataprep.errors import ConfigError
+    from dataprep.errors import ConfigError, FatalStageError
 
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except FatalStageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

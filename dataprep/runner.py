@@ -18,21 +18,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from dataprep import columns, commit, storage
-from dataprep.errors import ConfigError
+from dataprep import columns, commit, owner, paths, storage
+from dataprep.arrow import concat, ensure_reject_column, split_rejects
+from dataprep.errors import ConfigError, FatalStageError
 from dataprep.finalize import StageInfo, finalize
+from dataprep.members import declared_members
 from dataprep.plan import Plan, PlannedStage
 from dataprep.sink import ShardWriter
-from dataprep.stage_task import (
-    StageTask,
-    ensure_reject_column,
-    record_rejects,
-    sanitize_keys,
-    split_rejects,
-)
+from dataprep.stage_task import StageTask, record_rejects, sanitize_keys
 
 log = logging.getLogger(__name__)
-JOB_FILE = "_work/job.json"
 # Ray binds to 127.0.0.1 instead of the machine's address when this is "0" (a single-node cluster).
 LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
@@ -56,7 +51,7 @@ def fingerprint(plan: Plan) -> dict[str, Any]:
 
 def check_output(plan: Plan) -> None:
     """Refuse to mix two different jobs in one output folder; record this job's fingerprint."""
-    uri = storage.join(plan.config.output, JOB_FILE)
+    uri = paths.under(plan.config.output, paths.JOB_FILE)
     mine = fingerprint(plan)
     if storage.exists(uri):
         theirs = json.loads(storage.read_bytes(uri))
@@ -73,7 +68,7 @@ def check_output(plan: Plan) -> None:
 
 def stage_infos(plan: Plan) -> list[StageInfo]:
     """Name, position and splitting of each stage, for the funnel."""
-    return [StageInfo(p.index, p.name, bool(getattr(p.cls, "expands", False))) for p in plan.all_stages]
+    return [StageInfo(p.index, p.name, p.cls.expands) for p in plan.all_stages]
 
 
 def _list_source(plan: Plan) -> pa.Table:
@@ -84,7 +79,7 @@ def _list_source(plan: Plan) -> pa.Table:
         # An output folder inside the input folder must not be read back as input.
         table = table.filter(pa.array([not inside_output(s) for s in table.column(columns.SOURCE).to_pylist()]))
         tables.append(sanitize_keys(ensure_reject_column(table)))
-    return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({columns.KEY: pa.array([], pa.string())})
+    return concat(tables) if tables else pa.table({columns.KEY: pa.array([], pa.string())})
 
 
 def _new_rows(listed: pa.Table, committed: set[str]) -> tuple[pa.Table, pa.Table]:
@@ -118,7 +113,11 @@ def _task_fn(planned: PlannedStage) -> Any:
     """A map function named after the stage, so Ray's progress shows stage names."""
 
     def run(batch: pa.Table, planned: PlannedStage, output: str, token: str) -> pa.Table:
-        return StageTask(planned, output, token)(batch)
+        task = StageTask(planned, output, token)
+        try:
+            return task(batch)
+        finally:
+            task.close()
 
     run.__name__ = run.__qualname__ = planned.name
     return run
@@ -139,15 +138,28 @@ def _remote_args(planned: PlannedStage) -> dict[str, Any]:
     return args
 
 
+def _actor_pool(planned: PlannedStage, cpus: int) -> Any:
+    """The actor pool of a stage: N actors, or an autoscaling [min, max] pool."""
+    import ray.data
+
+    workers = planned.concurrency
+    if workers is None:
+        # One actor per CPU share on CPU; one per GPU stage by default, since GPUs are counted, not shared.
+        workers = 1 if planned.resources.gpus else max(1, int(cpus // max(planned.resources.cpus, 1)))
+    if isinstance(workers, tuple):
+        return ray.data.ActorPoolStrategy(min_size=workers[0], max_size=workers[1])
+    return ray.data.ActorPoolStrategy(size=workers)
+
+
 def _apply_stage(ds: Any, planned: PlannedStage, output: str, token: str, cpus: int) -> Any:
+    import ray.data
+
     common = {"batch_size": planned.batch_size, "batch_format": "pyarrow", **_remote_args(planned)}
-    if planned.cls.needs_actor():
-        concurrency = planned.concurrency or max(1, int(cpus // max(planned.resources.cpus, 1)))
-        if planned.resources.gpus:
-            concurrency = planned.concurrency or 1
-        return ds.map_batches(StageTask, fn_constructor_args=(planned, output, token), concurrency=concurrency, **common)
+    if planned.cls.needs_actor() or planned.resources.gpus:
+        return ds.map_batches(StageTask, fn_constructor_args=(planned, output, token),
+                              compute=_actor_pool(planned, cpus), **common)
     if planned.concurrency:
-        common["concurrency"] = planned.concurrency
+        common["compute"] = ray.data.TaskPoolStrategy(size=planned.concurrency)
     return ds.map_batches(_task_fn(planned), fn_args=(planned, output, token), **common)
 
 
@@ -198,17 +210,22 @@ class RayExecutor:
         return ray.data.from_arrow_refs(blocks)
 
 
-def _segment(ds: Any, output: str, index: int) -> Any:
-    """Materialize the rows entering a global stage, or reuse them if a previous run finished that."""
+def _segment(ds: Any, output: str, index: int) -> Any | None:
+    """Materialize the rows entering a global stage, or reuse them if a previous run finished that.
+
+    None when no row reached it (every row was rejected before): nothing is left to run.
+    """
     import ray
 
-    folder = storage.join(output, "_work", f"segment-{index:03d}")
-    marker = storage.join(folder, "_SUCCESS")
+    folder = paths.under(output, paths.segment_dir(index))
+    marker = storage.join(folder, paths.SEGMENT_DONE)
     if not storage.exists(marker):
         for uri in storage.list_files(folder):
             storage.remove(uri)
         ds.write_parquet(folder)
         storage.write_atomic(marker, b"")
+    if not any(uri.endswith(".parquet") for uri in storage.list_files(folder)):
+        return None
     return ray.data.read_parquet(folder, file_extensions=["parquet"])
 
 
@@ -229,6 +246,7 @@ def _make_datasink(plan: Plan, token: str) -> Any:
     counter = ShardCounter.remote(commit.next_shard_index(plan.config.output))
     sink_config = plan.config.sink
     output = plan.config.output
+    members = declared_members(plan.all_stages)
 
     # Ray bundles blocks for each write task up to one target. Rows that carry media bytes
     # are bundled by bytes (1000 clips of 5 MB must not wait in memory for one task); rows
@@ -250,6 +268,7 @@ def _make_datasink(plan: Plan, token: str) -> Any:
                 max_samples=sink_config.max_samples,
                 max_bytes=sink_config.max_bytes,
                 bucket_column=sink_config.bucket_column,
+                members=members,
                 token=token,
                 next_index=lambda: ray.get(counter.next.remote()),
             )
@@ -260,7 +279,7 @@ def _make_datasink(plan: Plan, token: str) -> Any:
     return ShardDatasink()
 
 
-def init_ray(plan: Plan, *, address: str | None = None, tiny_models: bool = False, progress: bool = True) -> int:
+def init_ray(plan: Plan, *, address: str | None = None, progress: bool = True) -> int:
     """Connect to `address` or start embedded Ray; returns the CPUs Ray has."""
     address = address or plan.config.ray.address
     if not address:
@@ -269,8 +288,8 @@ def init_ray(plan: Plan, *, address: str | None = None, tiny_models: bool = Fals
     import ray
 
     env = {"PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)}
-    if tiny_models:
-        env["DATAPREP_TINY_MODELS"] = "1"
+    # Workers must run the ffmpeg the driver chose and logged.
+    env.update({k: os.environ[k] for k in ("DATAPREP_FFMPEG",) if k in os.environ})
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}, "logging_level": logging.WARNING}
         if address:
@@ -285,21 +304,56 @@ def init_ray(plan: Plan, *, address: str | None = None, tiny_models: bool = Fals
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def run_plan(plan: Plan, *, address: str | None = None, tiny_models: bool = False, progress: bool = True) -> RunResult:
+def check_tools(plan: Plan) -> list[str]:
+    """Find every external program the plan's stages run; a missing one is a ConfigError before any work."""
+    from dataprep import ffmpeg
+
+    finders = {"ffmpeg": ffmpeg.ffmpeg_description}
+    needed = sorted({tool for p in plan.stages for tool in p.cls.tools})
+    unknown = [t for t in needed if t not in finders]
+    if unknown:
+        raise ConfigError([f"stages need the programs {unknown}, which dataprep cannot locate; known: {sorted(finders)}"])
+    return [finders[tool]() for tool in needed]
+
+
+def _pipeline(ds: Any, plan: Plan, output: str, token: str, committed: set[str], cpus: int) -> Any | None:
+    """The lazy dataset of every stage after the source; None when no row is left to reach the sink."""
+    keys_ref = frozenset(committed)
+    for planned in plan.stages:
+        if planned.is_global:
+            ds = _segment(ds, output, planned.index)
+            if ds is None:
+                return None
+            ds = planned.instantiate().run(ds, RayExecutor())
+            ds = ds.map_batches(_record_global_rejects, fn_args=(planned, output, token),
+                                batch_format="pyarrow", batch_size=None)
+        else:
+            ds = _apply_stage(ds, planned, output, token, cpus)
+        if committed and (planned.is_global or planned.cls.expands):
+            ds = ds.map_batches(_drop_keys, fn_args=(keys_ref,), batch_format="pyarrow", batch_size=None)
+    return ds
+
+
+def run_plan(plan: Plan, *, address: str | None = None, progress: bool = True) -> RunResult:
     """Run a validated plan into its output; resumes whatever a previous run committed."""
     start = time.monotonic()
     output = plan.config.output
-    if tiny_models:
-        os.environ["DATAPREP_TINY_MODELS"] = "1"
     try:
         check_output(plan)
     except OSError as exc:
         raise ConfigError([f"`output` {output!r} cannot be written ({exc}); fix: choose a folder you can write to"]) \
             from None
-    listed = _list_source(plan)
-    todo, source_rejects = _new_rows(listed, commit.committed_keys(output))
+    try:
+        listed = _list_source(plan)
+    except (ValueError, OSError) as exc:  # the input cannot be listed as configured: the user's to fix
+        raise ConfigError([f"`input` {plan.config.input!r}: {exc}"]) from None
+    committed = commit.committed_keys(output)
+    todo, source_rejects = _new_rows(listed, committed)
+    if todo.num_rows:
+        check_tools(plan)
+    token = None
     if todo.num_rows or source_rejects.num_rows or commit.has_orphans(output):
-        token = commit.take_ownership(output)
+        token = owner.take_ownership(output)
         commit.clean_orphans(output)
         # Read again once this run owns the output: a worker of a killed run may have committed meanwhile.
         committed = commit.committed_keys(output)
@@ -309,22 +363,15 @@ def run_plan(plan: Plan, *, address: str | None = None, tiny_models: bool = Fals
     if new_rows:
         import ray
 
-        cpus = init_ray(plan, address=address, tiny_models=tiny_models, progress=progress)
-        ds = ray.data.from_arrow(_blocks(todo, cpus))
-        keys_ref = frozenset(committed)
-        for planned in plan.stages:
-            if planned.is_global:
-                ds = _segment(ds, output, planned.index)
-                ds = planned.instantiate().run(ds, RayExecutor())
-                ds = ds.map_batches(_record_global_rejects, fn_args=(planned, output, token),
-                                    batch_format="pyarrow", batch_size=None)
-            else:
-                ds = _apply_stage(ds, planned, output, token, cpus)
-            if committed and (planned.is_global or planned.cls.expands):
-                ds = ds.map_batches(_drop_keys, fn_args=(keys_ref,), batch_format="pyarrow", batch_size=None)
-        ds.write_datasink(_make_datasink(plan, token), ray_remote_args={"max_retries": 0})
+        cpus = init_ray(plan, address=address, progress=progress)
+        try:
+            ds = _pipeline(ray.data.from_arrow(_blocks(todo, cpus)), plan, output, token, committed, cpus)
+            if ds is not None:
+                ds.write_datasink(_make_datasink(plan, token), ray_remote_args={"max_retries": 0})
+        except Exception as exc:
+            fatal = FatalStageError.find(exc)
+            if fatal is None:
+                raise
+            raise fatal from None
     summary = finalize(output, stage_infos(plan))
     return RunResult(output=output, new_rows=new_rows, wall_seconds=time.monotonic() - start, summary=summary)
-
-
-

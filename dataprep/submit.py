@@ -23,8 +23,7 @@ def _client(address: str):  # noqa: ANN202 - JobSubmissionClient is imported laz
     return JobSubmissionClient(address)
 
 
-def submit(config: str, *, address: str, input: str | None = None, output: str | None = None,
-           tiny_models: bool = False) -> str:
+def submit(config: str, *, address: str, input: str | None = None, output: str | None = None) -> str:
     """Submit `config` as a Ray job running `dataprep.jobs.run_job`; returns the job id."""
     staging = tempfile.mkdtemp(prefix="dataprep-submit-")
     try:
@@ -35,8 +34,6 @@ def submit(config: str, *, address: str, input: str | None = None, output: str |
             command += ["--input", input]
         if output:
             command += ["--output", output]
-        if tiny_models:
-            command.append("--tiny-models")
         client = _client(address)
         # A head that has just started answers 500 until its job agent is up; that is worth waiting for.
         deadline = time.monotonic() + AGENT_WAIT_SECONDS

@@ -1,6 +1,6 @@
 """Ray job entrypoint: what runs on the cluster when `dataprep submit` sends a job.
 
-    python -m dataprep.jobs.run_job job.yaml [--input URI] [--output URI] [--tiny-models]
+    python -m dataprep.jobs.run_job job.yaml [--input URI] [--output URI]
 
 It joins the cluster it runs on (address "auto") and runs the same plan as
 `dataprep run`; the summary is printed as JSON on the last line of the job's log.
@@ -26,7 +26,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("config")
     parser.add_argument("--input")
     parser.add_argument("--output")
-    parser.add_argument("--tiny-models", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -34,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = run_plan(plan, address="auto", tiny_models=args.tiny_models, progress=False)
+    result = run_plan(plan, address="auto", progress=False)
     print(json.dumps({"output": result.output, "new_rows": result.new_rows, "totals": result.summary["totals"]}))
     return 0
 

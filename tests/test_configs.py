@@ -23,7 +23,7 @@ def test_config_validates(config, tmp_path):
 def _run(name: str, sample_dir: Path, out: Path) -> tuple[dict, dict]:
     plan = build_plan(load_config(CONFIGS[[c.stem for c in CONFIGS].index(name)], input=str(sample_dir),
                                   output=str(out)))
-    run_plan(plan, tiny_models=True, progress=False)
+    run_plan(plan, progress=False)
     manifest = {r["key"]: r for r in pq.read_table(out / "manifest.parquet").to_pylist()}
     rejects = {r["key"]: r for r in pq.read_table(out / "rejects.parquet").to_pylist()}
     return manifest, rejects

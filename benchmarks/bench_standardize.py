@@ -75,18 +75,17 @@ def ffmpeg_cli(path: Path, seconds: float, out: Path, cpus: queue.Queue) -> int:
     return frames
 
 
-def _seconds(path: Path) -> float:
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        return float(stream.duration * stream.time_base)
-
-
 def input_row(path: Path) -> dict:
     """The row probe would make for a generated input."""
-    return {"key": path.stem, "source": str(path), "media_type": "video", "width": 1280, "height": 720, "fps": 30.0,
-            "duration": _seconds(path), "has_audio": False}
+    import av
+
+    from dataprep.stages.pyav import length_seconds, video_stream
+
+    with av.open(str(path)) as container:
+        stream = video_stream(container)
+        return {"key": path.stem, "source": str(path), "media_type": "video", "width": 1280, "height": 720,
+                "fps": 30.0, "duration": length_seconds(container, stream), "has_audio": False,
+                "video_stream": stream.index}
 
 
 def stage_worker(rows: list[dict]) -> tuple[int, float]:

@@ -1,7 +1,9 @@
 """Probe: read each file's metadata with PyAV (videos) or Pillow (images) and reject unreadable ones.
 
 The content decides the media type, not the extension: a JPEG renamed .mp4 is an
-image. A file is readable only if its first frame decodes.
+image. A file is readable only if its first frame decodes. Of several video streams,
+the one ffmpeg would pick is described, and its index recorded in `video_stream` for
+the video stages to read the same one.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ import os
 from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from dataprep import columns, storage
-from dataprep.errors import row_error
-from dataprep.stage import Stage
+from dataprep.stage import Stage, StageParams
+from dataprep.stages.pyav import VIDEO_STREAM, length_seconds, scan_packets, video_stream
 
 FIELDS = pa.schema(
     [
@@ -30,6 +32,8 @@ FIELDS = pa.schema(
         ("size_bytes", pa.int64()),
         ("has_audio", pa.bool_()),
         ("video_streams", pa.int32()),
+        # Absolute index of the stream every video stage reads: the one ffmpeg picks (`stages.pyav`).
+        (VIDEO_STREAM, pa.int32()),
     ]
 )
 # EXIF orientation tag -> clockwise degrees to display the image upright.
@@ -40,18 +44,13 @@ class EmptyFileError(ValueError):
     """The file has no bytes."""
 
 
-class NoVideoStreamError(ValueError):
-    """The container has no video stream (audio-only, data-only)."""
-
-
 class UndecodableError(ValueError):
     """The container opens but no frame decodes."""
 
 
-class ProbeParams(BaseModel):
+class ProbeParams(StageParams):
     """Options of `probe`."""
 
-    model_config = ConfigDict(extra="forbid")
     max_count_seconds: float = Field(
         600.0,
         gt=0,
@@ -61,7 +60,7 @@ class ProbeParams(BaseModel):
 
 
 class Probe(Stage):
-    """Adds width, height (as displayed), rotation, fps, duration, frames, codec and more per file."""
+    """Adds width, height (as displayed), rotation, fps, duration, frames, codec, the video stream and more per file."""
 
     name = "probe"
     reads = (columns.SOURCE,)
@@ -70,30 +69,12 @@ class Probe(Stage):
     batch_size = 8
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
-        """Probe every row; unreadable rows get an `error:` reason in `_reject`."""
-        values: dict[str, list[Any]] = {name: [] for name in FIELDS.names}
-        rejects: list[str | None] = []
-        existing = batch.column(columns.REJECT).to_pylist() if columns.REJECT in batch.column_names else None
-        for i, uri in enumerate(batch.column(columns.SOURCE).to_pylist()):
-            info: dict[str, Any] = {}
-            reason = existing[i] if existing else None
-            if reason is None:
-                try:
-                    info = probe_uri(uri, max_count_seconds=self.params.max_count_seconds)
-                except Exception as exc:  # any decoder failure is this row's, not the job's
-                    reason = row_error(exc)
-            rejects.append(reason)
-            for name in FIELDS.names:
-                values[name].append(info.get(name))
-        for field in FIELDS:
-            column = pa.array(values[field.name], type=field.type)
-            index = batch.schema.get_field_index(field.name)
-            batch = batch.set_column(index, field, column) if index >= 0 else batch.append_column(field, column)
-        reject_col = pa.array(rejects, type=pa.string())
-        index = batch.schema.get_field_index(columns.REJECT)
-        if index >= 0:
-            return batch.set_column(index, columns.REJECT, reject_col)
-        return batch.append_column(columns.REJECT, reject_col)
+        """Probe every row; an unreadable file rejects its row with an `error:` reason."""
+        return self.map_rows(batch, self._probe_row, fields=FIELDS)
+
+    def _probe_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        info = probe_uri(row[columns.SOURCE], max_count_seconds=self.params.max_count_seconds)
+        return {name: info.get(name) for name in FIELDS.names}  # what a kind of media lacks is null, not left over
 
 
 def probe_uri(uri: str, *, max_count_seconds: float = 600.0) -> dict[str, Any]:
@@ -145,31 +126,20 @@ def _probe_video(path: str, max_count_seconds: float) -> dict[str, Any]:
     import av
 
     with av.open(path) as container:
-        videos = container.streams.video
-        if not videos:
-            kinds = sorted({s.type for s in container.streams}) or ["none"]
-            raise NoVideoStreamError(f"no video stream (streams: {', '.join(kinds)})")
-        stream = videos[0]
+        stream = video_stream(container)
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else None
-        duration = None
-        if stream.duration and stream.time_base:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration:
-            duration = container.duration / 1_000_000
-        first = None
-        for frame in container.decode(stream):
-            first = frame
-            break
+        duration = length_seconds(container, stream)
+        first = next(container.decode(stream), None)
         if first is None:
             raise UndecodableError("no frame of the video stream decodes")
         rotation = int(round(first.rotation or 0)) % 360
         frames = stream.frames or None
         if not duration or not frames:
-            counted, last_time = _count_packets(path, stream.index, max_count_seconds)
-            frames = frames or counted
-            if not duration and last_time is not None and fps:
-                duration = last_time + 1.0 / fps
+            scan = scan_packets(path, stream.index, max_seconds=max_count_seconds)
+            frames = frames or scan.packets
+            if not duration and scan.last is not None and fps:
+                duration = scan.last + 1.0 / fps
         if frames is None and duration and fps:
             frames = round(duration * fps)
         width, height = _displayed(first.width, first.height, rotation)
@@ -184,24 +154,6 @@ def _probe_video(path: str, max_count_seconds: float) -> dict[str, Any]:
             "codec": stream.codec_context.name,
             "pix_fmt": stream.codec_context.pix_fmt or first.format.name,
             "has_audio": bool(container.streams.audio),
-            "video_streams": len(videos),
+            "video_streams": len(container.streams.video),
+            VIDEO_STREAM: stream.index,
         }
-
-
-def _count_packets(path: str, index: int, max_seconds: float) -> tuple[int, float | None]:
-    """Packets of one stream and the last presentation time (s), without decoding."""
-    import av
-
-    count, last = 0, None
-    with av.open(path) as container:
-        stream = container.streams[index]
-        for packet in container.demux(stream):
-            if packet.size == 0:
-                continue
-            count += 1
-            if packet.pts is not None and packet.time_base:
-                t = float(packet.pts * packet.time_base)
-                last = t if last is None else max(last, t)
-                if t > max_seconds:
-                    break
-    return count, last

@@ -8,7 +8,6 @@ Fades through black are found from the mean brightness, when asked.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -17,9 +16,7 @@ if TYPE_CHECKING:
     import av.video.frame
     import numpy as np
 
-from dataprep.stages.video.media import NoFramesError, decode_tolerant, first_video_stream, origin_seconds
-
-log = logging.getLogger(__name__)
+from dataprep.stages.pyav import NoFramesError, decode_tolerant, origin_seconds, video_stream
 
 
 @dataclass(frozen=True)
@@ -49,12 +46,12 @@ class CutSettings:
     max_corrupt_packets: int = 0
 
 
-def detect_scenes(path: str, settings: CutSettings) -> list[Scene]:
-    """Decode the first video stream of `path` once and return its scenes in order."""
+def detect_scenes(path: str, settings: CutSettings, stream_index: int | None = None) -> list[Scene]:
+    """Decode the video stream at `stream_index` of `path` (None: the one ffmpeg picks) once; its scenes in order."""
     import av
 
     with av.open(path) as container:
-        stream = first_video_stream(container)
+        stream = video_stream(container, stream_index)
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = max(1, settings.threads)
         # Deblocking only smooths block edges, invisible at analysis size; skipping it saves ~20% of decode time.

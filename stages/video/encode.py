@@ -1,9 +1,11 @@
 """One ffmpeg run that cuts several clips from one source: decode once, encode each clip.
 
-The graph is `[0:v]split=N`, then per clip `trim` (source seconds) -> `setpts` ->
-`fps` -> scale/crop/pad -> `format=yuv420p`, each to its own mp4 output. The source
-is decoded once from the first clip's start (input `-ss`, a keyframe seek) to the
-last clip's end (input `-t`), whatever the number of clips.
+The graph is `[0:S]split=N`, then per clip `trim` (source seconds) -> `setpts` ->
+`fps` -> scale/crop/pad -> `format=yuv420p`, each to its own mp4 output. `S` is the
+absolute index of the video stream every stage reads (`dataprep.stages.pyav`), not
+`v:0`: of several video streams, that is the first, not the one ffmpeg picks. The
+source is decoded once from the first clip's start (input `-ss`, a keyframe seek) to
+the last clip's end (input `-t`), whatever the number of clips.
 """
 
 from __future__ import annotations
@@ -65,9 +67,10 @@ def nvenc_available() -> bool:
 
 
 def build_argv(
-    path: str, jobs: list[ClipJob], *, fps: Fraction, source_fps: float | None, encoder: Encoder, with_audio: bool
+    path: str, jobs: list[ClipJob], *, stream: int, fps: Fraction, source_fps: float | None, encoder: Encoder,
+    with_audio: bool,
 ) -> list[str]:
-    """The ffmpeg command line for `jobs`, all cut from the source at `path`."""
+    """The ffmpeg command line for `jobs`, all cut from the video stream at absolute index `stream` of `path`."""
     first = min(j.start for j in jobs)
     last = max(j.end for j in jobs)
     seek = first - _PREROLL if first > 2 * _PREROLL else 0.0
@@ -79,11 +82,12 @@ def build_argv(
         argv += ["-ss", f"{seek:.6f}"]
     argv += ["-t", f"{last - seek + _PREROLL:.6f}", "-i", path, "-filter_complex_threads", threads]
     n = len(jobs)
-    graph = [f"[0:v:0]split={n}" + "".join(f"[v{i}]" for i in range(n))] if n > 1 else []
+    video = f"[0:{stream}]"
+    graph = [f"{video}split={n}" + "".join(f"[v{i}]" for i in range(n))] if n > 1 else []
     if with_audio:
         graph.append(f"[0:a:0]asplit={n}" + "".join(f"[a{i}]" for i in range(n)) if n > 1 else "[0:a:0]anull[a0]")
     for i, job in enumerate(jobs):
-        src = f"[v{i}]" if n > 1 else "[0:v:0]"
+        src = f"[v{i}]" if n > 1 else video
         a, b = job.start - seek - slack, job.end - seek - slack
         chain = [f"trim=start={max(a, 0):.6f}:end={b:.6f}", "setpts=PTS-STARTPTS", f"fps={fps}:start_time=0"]
         chain += scale_filters(job.geometry)

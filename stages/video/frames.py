@@ -6,38 +6,34 @@
         max_side: 256
 
 Videos are decoded from the clip bytes in `media` when standardize made them, else
-from `source` (within `scene_start`/`scene_end` when a scene split ran). Frame k of
+from `source` (within `scene_start`/`scene_end` when a scene split ran; the stream in
+`video_stream`, else the one ffmpeg picks). Frame k of
 N is the one at (k + 0.5) / N of the clip, so the first and last frames, the ones
 most likely to hold a transition, are avoided. An image gives one thumbnail of
-itself, upright per its EXIF orientation.
+itself, upright per its EXIF orientation. In a shard the thumbnails are the members
+`KEY.frames.0.jpg`, `KEY.frames.1.jpg`, ...
 """
 
 from __future__ import annotations
 
 import io
-import logging
 from typing import Any, ClassVar
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from dataprep import columns, storage
-from dataprep.errors import row_error
-from dataprep.stage import Resources, Stage
-from dataprep.stages.video.media import NoFramesError, first_video_stream, origin_seconds, stream_end_seconds
-from dataprep.stages.video.table import column_or_none, put, rejects
+from dataprep.stage import Resources, Stage, StageParams
+from dataprep.stages.pyav import VIDEO_STREAM, NoFramesError, length_seconds, origin_seconds, scan_packets, video_stream
 
-log = logging.getLogger(__name__)
-
-FRAMES_TYPE = pa.list_(pa.binary())
+_FIELDS = pa.schema([("frames", pa.list_(pa.binary()))])
 # Beyond this many seconds of source video, sample by seeking instead of decoding everything.
 _SEEK_ABOVE_SECONDS = 60.0
 
 
-class FrameSampleParams(BaseModel):
+class FrameSampleParams(StageParams):
     """Options of `frame_sample`."""
 
-    model_config = ConfigDict(extra="forbid")
     num_frames: int = Field(
         4, ge=1, le=64, description="Thumbnails per video (count); 4 covers a 10 s clip for CLIP and captioning "
         "scores at a quarter of the cost of 16.",
@@ -58,36 +54,26 @@ class FrameSample(Stage):
     name = "frame_sample"
     reads = (columns.KEY, columns.SOURCE, "media_type")
     writes = ("frames",)
+    # Each thumbnail its own JPEG member (KEY.frames.0.jpg, ...), which any image reader opens.
+    members: ClassVar[dict[str, str]] = {"frames": "frames.jpg"}
     Params = FrameSampleParams
     resources: ClassVar[Resources] = Resources(cpus=1.0)
     batch_size = 16
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
-        """Thumbnails for every row that goes on; rows that fail to decode are rejected."""
-        reasons = rejects(batch)
-        sources = batch.column(columns.SOURCE).to_pylist()
-        kinds = batch.column("media_type").to_pylist()
-        media = column_or_none(batch, columns.MEDIA)
-        starts = column_or_none(batch, "scene_start")
-        ends = column_or_none(batch, "scene_end")
+        """Thumbnails for every row; a row that fails to decode is rejected."""
         threads = self.worker_threads(self.params.threads)
-        frames: list[list[bytes] | None] = []
-        for i, kind in enumerate(kinds):
-            thumbs = None
-            if reasons[i] is None:
-                try:
-                    if kind == "image":
-                        thumbs = [self._image_thumb(sources[i])]
-                    elif media[i] is not None:
-                        thumbs = self._video_thumbs(io.BytesIO(media[i]), None, None, threads)
-                    else:
-                        with storage.open_local(sources[i]) as path:
-                            thumbs = self._video_thumbs(path, starts[i], ends[i], threads)
-                except Exception as exc:  # a broken file is this row's failure
-                    reasons[i] = row_error(exc)
-            frames.append(thumbs)
-        table = put(batch, "frames", frames, FRAMES_TYPE)
-        return put(table, columns.REJECT, reasons, pa.string())
+        return self.map_rows(batch, lambda row: {"frames": self._thumbs(row, threads)}, fields=_FIELDS)
+
+    def _thumbs(self, row: dict[str, Any], threads: int) -> list[bytes]:
+        """The thumbnails of one row: of its image, of its clip, or of its scene of the source."""
+        if row["media_type"] == "image":
+            return [self._image_thumb(row[columns.SOURCE])]
+        if row.get(columns.MEDIA) is not None:  # a clip standardize wrote: one video stream, the whole clip
+            return self._video_thumbs(io.BytesIO(row[columns.MEDIA]), None, None, None, threads)
+        with storage.open_local(row[columns.SOURCE]) as path:
+            return self._video_thumbs(path, row.get("scene_start"), row.get("scene_end"), row.get(VIDEO_STREAM),
+                                      threads)
 
     def _jpeg(self, image: Any) -> bytes:
         image = image.convert("RGB")
@@ -102,18 +88,20 @@ class FrameSample(Stage):
         with storage.open_local(uri) as path, Image.open(path) as image:
             return self._jpeg(ImageOps.exif_transpose(image))
 
-    def _video_thumbs(self, file: Any, start: float | None, end: float | None, threads: int) -> list[bytes]:
+    def _video_thumbs(
+        self, file: Any, start: float | None, end: float | None, stream_index: int | None, threads: int,
+    ) -> list[bytes]:
         import av
 
         with av.open(file) as container:
-            stream = first_video_stream(container)
+            stream = video_stream(container, stream_index)
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = threads
             origin = origin_seconds(container)
             lo = start or 0.0
-            hi = end if end is not None else _length(container, stream)
+            hi = end if end is not None else length_seconds(container, stream)
             if hi is None and isinstance(file, str):
-                hi = stream_end_seconds(file)
+                hi = scan_packets(file, stream.index).end
             if hi is None or hi <= lo:
                 raise NoFramesError("the video stream has no length to sample from")
             n = self.params.num_frames
@@ -128,14 +116,6 @@ def _upright(frame: Any) -> Any:
     image = frame.to_image()
     angle = int(round(frame.rotation or 0)) % 360  # counter-clockwise degrees, as PIL's rotate takes them
     return image.rotate(angle, expand=True) if angle else image
-
-
-def _length(container: Any, stream: Any) -> float | None:
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    if container.duration:
-        return container.duration / 1_000_000
-    return None
 
 
 def _frames_at(container: Any, stream: Any, times: list[float], origin: float) -> list[Any]:

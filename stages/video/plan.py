@@ -12,11 +12,13 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
+from dataprep.errors import Rejected
+
 # Slack for float times (s): a scene 4.9999999 s long is 5 s long.
 _EPS = 1e-6
 
 
-class ClipRejected(ValueError):
+class ClipRejected(Rejected):
     """A scene yields no clip; the message is the ledger reason."""
 
 

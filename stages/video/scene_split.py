@@ -13,25 +13,24 @@ may read as cuts (the last faint pixels carry full saturation), which leaves the
 black run as a short scene of its own that `standardize` drops by `min_seconds`.
 With `fades: true` every run of frames darker than `fade_threshold` is removed and
 the scene splits there. Dissolves (cross-fades) are not split unless one step of
-the blend passes `threshold`.
-Image rows and rows already rejected pass through unchanged.
+the blend passes `threshold`. With `fades: true` a video dark from start to end holds no
+scene and is rejected (`scene:all_dark`).
+The video stream read is the one probe recorded in `video_stream`, else the one ffmpeg
+picks (`dataprep.stages.pyav`). Image rows pass through unchanged.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any, ClassVar
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from dataprep import columns, storage
-from dataprep.errors import row_error
-from dataprep.stage import Resources, Stage
-from dataprep.stages.video.cuts import CutSettings, Scene, detect_scenes
-from dataprep.stages.video.table import put, rejects
-
-log = logging.getLogger(__name__)
+from dataprep.errors import Rejected
+from dataprep.stage import Resources, RowResult, Stage, StageParams
+from dataprep.stages.pyav import VIDEO_STREAM
+from dataprep.stages.video.cuts import CutSettings, detect_scenes
 
 SCENE_FIELDS = pa.schema(
     [
@@ -41,12 +40,12 @@ SCENE_FIELDS = pa.schema(
         ("scene_end_frame", pa.int64()),
     ]
 )
+_FIELDS = pa.schema([(columns.KEY, pa.string()), (columns.PARENT, pa.string()), *SCENE_FIELDS])
 
 
-class SceneSplitParams(BaseModel):
+class SceneSplitParams(StageParams):
     """Options of `scene_split`."""
 
-    model_config = ConfigDict(extra="forbid")
     threshold: float = Field(
         27.0,
         gt=0,
@@ -113,42 +112,16 @@ class SceneSplit(Stage):
     def process_batch(self, batch: pa.Table) -> pa.Table:
         """One output row per scene of each video; other rows pass through once."""
         settings = self._settings()
-        reasons = rejects(batch)
-        keys = batch.column(columns.KEY).to_pylist()
-        sources = batch.column(columns.SOURCE).to_pylist()
-        kinds = batch.column("media_type").to_pylist()
-        take: list[int] = []
-        out: dict[str, list[Any]] = {name: [] for name in (columns.KEY, columns.PARENT, columns.REJECT, *SCENE_FIELDS.names)}
-        parents = batch.column(columns.PARENT).to_pylist() if columns.PARENT in batch.column_names else [None] * len(keys)
-        for i, (key, uri, kind, reason) in enumerate(zip(keys, sources, kinds, reasons, strict=True)):
-            scenes: list[Scene] = []
-            if reason is None and kind == "video":
-                try:
-                    with storage.open_local(uri) as path:
-                        scenes = detect_scenes(path, settings)
-                except Exception as exc:  # a broken file is this row's failure, not the job's
-                    reason = row_error(exc)
-                    log.info("scene_split: %s rejected: %s", key, reason)
-            if not scenes:
-                take.append(i)
-                _append(out, key, parents[i], reason, None)
-                continue
-            for j, scene in enumerate(scenes):
-                take.append(i)
-                _append(out, columns.child_key(key, j), key, None, scene)
-        table = batch.take(pa.array(take, type=pa.int64()))
-        table = put(table, columns.KEY, out[columns.KEY], pa.string())
-        table = put(table, columns.PARENT, out[columns.PARENT], pa.string())
-        for field in SCENE_FIELDS:
-            table = put(table, field.name, out[field.name], field.type)
-        return put(table, columns.REJECT, out[columns.REJECT], pa.string())
+        return self.map_rows(batch, lambda row: self._split(row, settings), fields=_FIELDS)
 
-
-def _append(out: dict[str, list[Any]], key: str, parent: str | None, reason: str | None, scene: Scene | None) -> None:
-    out[columns.KEY].append(key)
-    out[columns.PARENT].append(parent)
-    out[columns.REJECT].append(reason)
-    out["scene_start"].append(scene.start if scene else None)
-    out["scene_end"].append(scene.end if scene else None)
-    out["scene_start_frame"].append(scene.start_frame if scene else None)
-    out["scene_end_frame"].append(scene.end_frame if scene else None)
+    def _split(self, row: dict[str, Any], settings: CutSettings) -> list[RowResult]:
+        """One output row per scene of a video; any other row once, as it is."""
+        if row["media_type"] != "video":
+            return [{}]
+        with storage.open_local(row[columns.SOURCE]) as path:
+            scenes = detect_scenes(path, settings, row.get(VIDEO_STREAM))
+        if not scenes:  # with `fades`, a video dark from start to end holds no scene
+            raise Rejected(f"scene:all_dark every frame is darker than fade_threshold {settings.fade_threshold}")
+        return [{columns.KEY: columns.child_key(row[columns.KEY], i), columns.PARENT: row[columns.KEY],
+                 "scene_start": scene.start, "scene_end": scene.end, "scene_start_frame": scene.start_frame,
+                 "scene_end_frame": scene.end_frame} for i, scene in enumerate(scenes)]

@@ -13,7 +13,8 @@
 
 Rows of one source (the scenes `scene_split` made, or the whole video when there
 is no scene split) are cut by one ffmpeg process that decodes the source once
-(`dataprep.stages.video.encode`). Each clip is H.264 yuv420p mp4 with `+faststart`, stored
+(`dataprep.stages.video.encode`), from the video stream probe recorded in
+`video_stream`, else the one ffmpeg picks (`dataprep.stages.pyav`). Each clip is H.264 yuv420p mp4 with `+faststart`, stored
 in `media`; `width`, `height`, `fps`, `duration` and `frame_count` become the clip's,
 measured from the written file, and so do `codec`, `pix_fmt`, `size_bytes`,
 `has_audio` and `rotation` (0: the rotation is in the pixels). Rotation is applied (ffmpeg's autorotate), so a
@@ -26,21 +27,19 @@ import logging
 import math
 import os
 import tempfile
-from collections import defaultdict
 from fractions import Fraction
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from dataprep import columns, storage
 from dataprep.errors import row_error
 from dataprep.ffmpeg import ffmpeg_exe
-from dataprep.stage import Resources, Stage
+from dataprep.stage import Resources, RowResult, Stage, StageParams
+from dataprep.stages.pyav import VIDEO_STREAM, scan_packets, video_stream, video_stream_index
 from dataprep.stages.video.encode import ClipJob, Encoder, FFmpegError, build_argv, nvenc_available, run_ffmpeg
-from dataprep.stages.video.media import stream_end_seconds
 from dataprep.stages.video.plan import Clip, ClipRejected, Geometry, nearest_bucket, plan_clips, upscale_factor
-from dataprep.stages.video.table import column_or_none, put, rejects
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +65,15 @@ CLIP_FIELDS = pa.schema(
         ("bucket", pa.string()),
     ]
 )
+_FIELDS = pa.schema([(columns.KEY, pa.string()), (columns.PARENT, pa.string()), *CLIP_FIELDS])
+# Measured from each written clip, replacing the source's values.
+_MEASURED = ("width", "height", "fps", "duration", "frame_count", "codec", "pix_fmt", "rotation", "size_bytes",
+             "has_audio")
 
 
-class StandardizeParams(BaseModel):
+class StandardizeParams(StageParams):
     """Options of `standardize`."""
 
-    model_config = ConfigDict(extra="forbid")
     min_seconds: float = Field(
         2.0, ge=0, description="Shortest clip kept (s); shorter scenes carry too little motion to learn from."
     )
@@ -167,6 +169,7 @@ class Standardize(Stage):
     Params = StandardizeParams
     resources: ClassVar[Resources] = Resources(cpus=1.0)
     batch_size = 8
+    tools = ("ffmpeg",)
     expands = True
 
     def setup(self) -> None:
@@ -192,32 +195,31 @@ class Standardize(Stage):
         return Encoder(codec=codec, crf=p.crf, preset=p.preset, gop=p.gop, threads=threads, audio=p.keep_audio)
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
-        """One output row per clip; rows without a clip keep their place with a reason in `_reject`."""
-        rows = _Rows(batch)
-        plans: dict[int, list[Clip]] = {}
-        geometries: dict[int, Geometry] = {}
-        for i in range(batch.num_rows):
-            if rows.reason[i] is not None or rows.kind[i] != "video":
+        """One output row per clip; a row without a clip stays once, rejected with the reason."""
+        encoder = self._encoder()
+        return self.map_groups(batch, lambda rows: self._cut_source(rows, encoder), by=columns.SOURCE, fields=_FIELDS)
+
+    def _cut_source(self, rows: list[dict[str, Any]], encoder: Encoder) -> list[list[RowResult] | BaseException]:
+        """Per row of one source: its clips, itself once (not a video), or why it yields no clip."""
+        out: list[list[RowResult] | BaseException] = [[{}] for _ in rows]
+        plans: dict[int, tuple[Geometry, list[Clip]]] = {}
+        for n, row in enumerate(rows):
+            if row["media_type"] != "video":
                 continue
             try:
-                geometries[i] = self._geometry(rows, i)
-                plans[i] = self._plan(rows, i)
-            except ClipRejected as exc:
-                rows.reason[i] = str(exc)
-            except Exception as exc:  # unreadable source: this row's failure
-                rows.reason[i] = row_error(exc)
-        by_source: dict[str, list[int]] = defaultdict(list)
-        for i in plans:
-            by_source[rows.source[i]].append(i)
-        results: dict[tuple[int, int], dict[str, Any] | str] = {}
-        encoder = self._encoder()
-        for uri, indices in by_source.items():
-            results.update(self._cut_source(uri, indices, rows, plans, geometries, encoder))
-        return _assemble(batch, rows, plans, geometries, results, self.params.min_seconds)
+                plans[n] = (self._geometry(row), self._plan(row))
+            except Exception as exc:  # a reason (ClipRejected) or an unreadable source: this row's alone
+                out[n] = exc
+        if plans:
+            made = self._encode(rows, plans, encoder)
+            for n, (geometry, clips) in plans.items():
+                out[n] = [_clip_row(rows[n], clip, geometry, made[n, j], self.params.min_seconds)
+                          for j, clip in enumerate(clips)]
+        return out
 
-    def _geometry(self, rows: _Rows, i: int) -> Geometry:
+    def _geometry(self, row: dict[str, Any]) -> Geometry:
         p = self.params
-        w, h = rows.width[i], rows.height[i]
+        w, h = row["width"], row["height"]
         if p.buckets is not None:
             if not w or not h:
                 raise ClipRejected("clip:unknown dimensions, cannot choose a bucket")
@@ -232,68 +234,59 @@ class Standardize(Stage):
                                    f"{geometry.width}x{geometry.height} > max_upscale {p.max_upscale}")
         return geometry
 
-    def _plan(self, rows: _Rows, i: int) -> list[Clip]:
+    def _plan(self, row: dict[str, Any]) -> list[Clip]:
         p = self.params
-        start, end = rows.scene_start[i], rows.scene_end[i]
+        start, end = row.get("scene_start"), row.get("scene_end")
         if start is None or end is None:
-            start, end = 0.0, rows.duration[i]
+            start, end = 0.0, row["duration"]
             if end is None:
-                with storage.open_local(rows.source[i]) as path:
-                    end = stream_end_seconds(path)
-        return plan_clips(start, end, fps=_target_fps(p.fps, rows.fps[i]), min_seconds=p.min_seconds,
+                with storage.open_local(row[columns.SOURCE]) as path:
+                    end = scan_packets(path, row.get(VIDEO_STREAM)).end
+        return plan_clips(start, end, fps=_target_fps(p.fps, row["fps"]), min_seconds=p.min_seconds,
                           max_seconds=p.max_seconds, long_policy=p.long_policy)
 
-    def _cut_source(
-        self, uri: str, indices: list[int], rows: _Rows, plans: dict[int, list[Clip]],
-        geometries: dict[int, Geometry], encoder: Encoder,
+    def _encode(
+        self, rows: list[dict[str, Any]], plans: dict[int, tuple[Geometry, list[Clip]]], encoder: Encoder,
     ) -> dict[tuple[int, int], dict[str, Any] | str]:
-        """Every clip of one source, `max_clips_per_run` per ffmpeg process; a failed run rejects its clips."""
-        wanted = sorted(((i, j) for i in indices for j in range(len(plans[i]))), key=lambda ij: plans[ij[0]][ij[1]].start)
-        first = indices[0]
-        fps = _target_fps(self.params.fps, rows.fps[first])
-        with_audio = self.params.keep_audio and bool(rows.has_audio[first])
+        """Every planned clip of one source, `max_clips_per_run` per ffmpeg process: what it holds, or why it failed.
+
+        Keyed (row, clip); a failed run fails each of its clips with its reason.
+        """
+        wanted = sorted(((n, j) for n, (_, clips) in plans.items() for j in range(len(clips))),
+                        key=lambda nj: plans[nj[0]][1][nj[1]].start)
+        first = rows[min(plans)]
+        uri, stream = first[columns.SOURCE], first.get(VIDEO_STREAM)
+        fps = _target_fps(self.params.fps, first["fps"])
+        with_audio = self.params.keep_audio and bool(first.get("has_audio"))
         results: dict[tuple[int, int], dict[str, Any] | str] = {}
         step = self.params.max_clips_per_run
         with storage.open_local(uri) as path, tempfile.TemporaryDirectory(prefix="dataprep-clips-") as tmp:
+            if stream is None:  # no probe ran: choose the stream as probe does
+                try:
+                    stream = video_stream_index(path)
+                except Exception as exc:  # the source does not open: none of its clips can be cut
+                    return {nj: row_error(exc) for nj in wanted}
             for lo in range(0, len(wanted), step):
                 part = wanted[lo:lo + step]
-                jobs = [ClipJob(plans[i][j].start, plans[i][j].end, plans[i][j].frames, geometries[i],
-                                os.path.join(tmp, f"{i}_{j}.mp4")) for i, j in part]
+                jobs = [ClipJob(clip.start, clip.end, clip.frames, plans[n][0], os.path.join(tmp, f"{n}_{j}.mp4"))
+                        for n, j in part for clip in (plans[n][1][j],)]
                 try:
-                    run_ffmpeg(build_argv(path, jobs, fps=fps, source_fps=rows.fps[first], encoder=encoder,
+                    run_ffmpeg(build_argv(path, jobs, stream=stream, fps=fps, source_fps=first["fps"], encoder=encoder,
                                           with_audio=with_audio), timeout=self.params.timeout_seconds)
                 except Exception as exc:  # ffmpeg failed: every clip of this run fails with it
                     reason = row_error(exc)
                     log.info("standardize: %s failed: %s", uri, reason)
-                    results.update({ij: reason for ij in part})
+                    results.update({nj: reason for nj in part})
                     continue
-                for ij, job in zip(part, jobs, strict=True):
+                for nj, job in zip(part, jobs, strict=True):
                     try:
-                        results[ij] = _read_clip(job.path)
+                        results[nj] = _read_clip(job.path)
                     except Exception as exc:  # one clip unreadable: only that clip fails
-                        results[ij] = row_error(exc)
+                        results[nj] = row_error(exc)
                     finally:
                         if os.path.exists(job.path):
                             os.remove(job.path)
         return results
-
-
-class _Rows:
-    """The columns of a batch that standardize reads, as Python lists."""
-
-    def __init__(self, batch: pa.Table) -> None:
-        self.reason = rejects(batch)
-        self.key = batch.column(columns.KEY).to_pylist()
-        self.source = batch.column(columns.SOURCE).to_pylist()
-        self.kind = batch.column("media_type").to_pylist()
-        self.parent = column_or_none(batch, columns.PARENT)
-        self.width = column_or_none(batch, "width")
-        self.height = column_or_none(batch, "height")
-        self.fps = column_or_none(batch, "fps")
-        self.duration = column_or_none(batch, "duration")
-        self.has_audio = column_or_none(batch, "has_audio")
-        self.scene_start = column_or_none(batch, "scene_start")
-        self.scene_end = column_or_none(batch, "scene_end")
 
 
 def _target_fps(wanted: float | None, source: float | None) -> Fraction:
@@ -311,7 +304,7 @@ def _read_clip(path: str) -> dict[str, Any]:
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         raise FFmpegError("ffmpeg wrote no clip (no frame in the requested span)")
     with av.open(path) as container:
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         rate = stream.average_rate or stream.base_rate
         frames = stream.frames
         fps = float(rate)
@@ -324,51 +317,25 @@ def _read_clip(path: str) -> dict[str, Any]:
     return info
 
 
-def _assemble(
-    batch: pa.Table, rows: _Rows, plans: dict[int, list[Clip]], geometries: dict[int, Geometry],
-    results: dict[tuple[int, int], dict[str, Any] | str], min_seconds: float,
-) -> pa.Table:
-    """The output table: each planned clip as a row, each other row once."""
-    take: list[int] = []
-    out: dict[str, list[Any]] = defaultdict(list)
-    for i in range(batch.num_rows):
-        clips = plans.get(i) if rows.reason[i] is None else None
-        if not clips:
-            take.append(i)
-            out[columns.KEY].append(rows.key[i])
-            out[columns.PARENT].append(rows.parent[i])
-            out[columns.REJECT].append(rows.reason[i])
-            for field in CLIP_FIELDS:
-                out[field.name].append(_passthrough(batch, field.name, i))
-            continue
-        for j, clip in enumerate(clips):
-            take.append(i)
-            split = clip.index is not None
-            out[columns.KEY].append(columns.child_key(rows.key[i], clip.index) if split else rows.key[i])
-            out[columns.PARENT].append(rows.key[i] if split else rows.parent[i])
-            result = results.get((i, j), "error:FFmpegError: clip was not produced")
-            reason = result if isinstance(result, str) else None
-            info = result if isinstance(result, dict) else {}
-            if info and info["duration"] is not None and info["duration"] + 1e-6 < min_seconds:
-                reason = f"clip:too_short {info['duration']:.3f}s < min_seconds {min_seconds}s (after decoding)"
-            out[columns.REJECT].append(reason)
-            out[columns.MEDIA].append(info.get(columns.MEDIA) if reason is None else None)
-            out[columns.MEDIA_EXT].append("mp4" if reason is None else None)
-            for name in ("width", "height", "fps", "duration", "frame_count", "codec", "pix_fmt", "rotation", "size_bytes",
-                         "has_audio"):
-                out[name].append(info.get(name) if info else _passthrough(batch, name, i))
-            out["clip_start"].append(clip.start)
-            short = info and info["frame_count"] is not None and info["duration"] is not None and info["frame_count"] < clip.frames
-            # The source ran out before the planned end (a container duration longer than its video): say so.
-            out["clip_end"].append(clip.start + info["duration"] if short else clip.end)
-            out["bucket"].append(geometries[i].bucket)
-    table = batch.take(pa.array(take, type=pa.int64()))
-    table = put(table, columns.KEY, out[columns.KEY], pa.string())
-    table = put(table, columns.PARENT, out[columns.PARENT], pa.string())
-    for field in CLIP_FIELDS:
-        table = put(table, field.name, out[field.name], field.type)
-    return put(table, columns.REJECT, out[columns.REJECT], pa.string())
-
-
-def _passthrough(batch: pa.Table, name: str, i: int) -> Any:
-    return batch.column(name)[i].as_py() if name in batch.column_names else None
+def _clip_row(row: dict[str, Any], clip: Clip, geometry: Geometry, made: dict[str, Any] | str,
+              min_seconds: float) -> RowResult:
+    """The output row of one planned clip of `row`: the clip and its measurements, or why it failed."""
+    split = clip.index is not None
+    out: RowResult = {
+        columns.KEY: columns.child_key(row[columns.KEY], clip.index) if split else row[columns.KEY],
+        columns.PARENT: row[columns.KEY] if split else row.get(columns.PARENT),
+        columns.MEDIA: None, columns.MEDIA_EXT: None,
+        "clip_start": clip.start, "clip_end": clip.end, "bucket": geometry.bucket,
+    }
+    if isinstance(made, str):  # the source's other values stay
+        return {**out, columns.REJECT: made}
+    out.update({name: made[name] for name in _MEASURED})
+    duration, frames = made["duration"], made["frame_count"]
+    if duration is not None and duration + 1e-6 < min_seconds:
+        out[columns.REJECT] = f"clip:too_short {duration:.3f}s < min_seconds {min_seconds}s (after decoding)"
+    else:
+        out[columns.MEDIA], out[columns.MEDIA_EXT] = made[columns.MEDIA], "mp4"
+    if frames is not None and duration is not None and frames < clip.frames:
+        # The source ran out before the planned end (a container duration longer than its video): say so.
+        out["clip_end"] = clip.start + duration
+    return out

@@ -28,6 +28,22 @@ def test_video_metadata(tmp_path):
     assert (row["media_type"], row["width"], row["height"], row["fps"], row["frame_count"]) == ("video", 320, 240, 25.0, 50)
     assert row["duration"] == pytest.approx(2.0, abs=0.05)
     assert row["codec"] == "h264" and row["pix_fmt"] == "yuv420p" and row["has_audio"] is False
+    assert (row["video_streams"], row["video_stream"]) == (1, 0)
+
+
+@pytest.mark.parametrize(("sizes", "dispositions"), [
+    (("96x64", "192x128"), ("0", "0")),  # neither marked default: the larger picture
+    (("192x128", "96x64"), ("0", "default")),  # default is worth 5,000,000 pixels: it beats the larger one
+])
+def test_several_video_streams_describe_the_one_ffmpeg_picks(tmp_path, sizes, dispositions):
+    path = tmp_path / "two.mkv"  # mkv keeps the dispositions as given
+    _ffmpeg("-f", "lavfi", "-i", f"testsrc2=s={sizes[0]}:r=25:d=1", "-f", "lavfi", "-i", f"testsrc2=s={sizes[1]}:r=10:d=2",
+            "-map", "0", "-map", "1", "-disposition:v:0", dispositions[0], "-disposition:v:1", dispositions[1],
+            "-c:v", "libx264", str(path))
+    (row,) = _probe(path)
+    width, height = map(int, sizes[1].split("x"))
+    assert (row["video_streams"], row["video_stream"], row["width"], row["height"]) == (2, 1, width, height)
+    assert (row["fps"], row["frame_count"]) == (10.0, 20)  # the second stream's rate and length, not the first's
 
 
 def test_rotation_swaps_display_size(tmp_path):
@@ -73,13 +89,10 @@ def test_image_renamed_mp4_is_an_image(tmp_path):
     _ffmpeg("-f", "lavfi", "-i", "testsrc2=s=200x100", "-frames:v", "1", "-f", "image2", "-c:v", "mjpeg", str(path))
     (row,) = _probe(path)
     assert row["_reject"] is None and row["media_type"] == "image" and (row["width"], row["height"]) == (200, 100)
+    assert (row["video_streams"], row["video_stream"], row["fps"]) == (0, None, None)
 
 
 def test_exif_orientation_gives_display_size(shared_data):
     (row,) = _probe(shared_data / "images" / "exif-orientation-examples_Landscape_6.jpg")
     assert row["rotation"] == 90 and (row["width"], row["height"]) == (1800, 1200)
 
-
-def test_earlier_rejection_is_kept(tmp_path):
-    batch = pa.table({"key": ["k"], "source": [str(tmp_path / "missing.mp4")], "_reject": ["unsupported:x"]})
-    assert Probe().process_batch(batch).column("_reject").to_pylist() == ["unsupported:x"]

@@ -104,10 +104,14 @@ def test_broken_inputs_are_rejected(media_dir: Path) -> None:
     assert out.column("frames").to_pylist() == [None, None]
 
 
-def test_rejected_rows_are_not_decoded() -> None:
-    batch = table([raw_row("/does/not/exist.mp4", "gone")]).append_column("_reject", pa.array(["size:x"], pa.string()))
-    out = FrameSample().process_batch(batch).to_pylist()
-    assert out[0]["_reject"] == "size:x" and out[0]["frames"] is None
+def test_thumbnails_become_jpeg_members_of_a_sample(scenes_30fps: Path) -> None:
+    from dataprep.members import SampleLayout, declared_members
+
+    out = FrameSample(FrameSampleParams(num_frames=2, max_side=32)).process_batch(table([describe(scenes_30fps, "v")]))
+    (files,) = SampleLayout(out.schema, declared_members([FrameSample()])).encode(out)
+    assert sorted(files) == ["frames.0.jpg", "frames.1.jpg"]  # KEY.frames.0.jpg, ... in the shard
+    # at 1/4 and 3/4 of 9.5 s: 2.4 s green, 7.1 s blue
+    assert [colour_of(image) for image in _images([files["frames.0.jpg"], files["frames.1.jpg"]])] == ["green", "blue"]
 
 
 def test_params_are_checked() -> None:

@@ -26,13 +26,10 @@ def test_cuts_land_on_the_first_frame_of_each_colour(scenes_30fps: Path) -> None
     assert out.schema.field("scene_start_frame").type == pa.int64()
 
 
-def test_images_and_rejected_rows_pass_through_once(scenes_30fps: Path) -> None:
+def test_images_pass_through_once() -> None:
     image = {"key": "img", "source": "/nowhere/x.jpg", "media_type": "image", "width": 10, "height": 10}
-    rejected = {**describe(scenes_30fps, "gone"), "key": "gone"}
-    batch = table([image, rejected]).append_column("_reject", pa.array([None, "size:too small"], pa.string()))
-    out = SceneSplit().process_batch(batch).to_pylist()
-    assert [(r["key"], r["parent_key"], r["scene_start"], r["_reject"]) for r in out] == [
-        ("img", None, None, None), ("gone", None, None, "size:too small")]
+    out = SceneSplit().process_batch(table([image])).to_pylist()
+    assert [(r["key"], r["parent_key"], r["scene_start"], r["_reject"]) for r in out] == [("img", None, None, None)]
 
 
 def test_fade_through_black_is_one_scene_by_default_and_split_when_asked(media_dir: Path) -> None:
@@ -54,6 +51,18 @@ def test_fade_through_black_is_one_scene_by_default_and_split_when_asked(media_d
     # the black frames (and the darkest ends of the fades) belong to no scene
     assert 60 < first["scene_end_frame"] <= 90 and 105 <= second["scene_start_frame"] < 130
     assert second["scene_end_frame"] == 195
+
+
+def test_a_video_dark_throughout_is_rejected_when_fades_are_split(media_dir: Path) -> None:
+    path = media_dir / "dark.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=black:s=96x64:r=25:d=1", "-c:v", "libx264", "-preset", "ultrafast",
+           "-pix_fmt", "yuv420p", str(path))
+    row = describe(path, "dark")
+    (plain,) = SceneSplit().process_batch(table([row])).to_pylist()
+    assert (plain["key"], plain["scene_end_frame"], plain["_reject"]) == ("dark_c0000", 25, None)
+    (faded,) = SceneSplit(SceneSplitParams(fades=True)).process_batch(table([row])).to_pylist()
+    assert (faded["key"], faded["scene_start"]) == ("dark", None)
+    assert faded["_reject"] == "scene:all_dark every frame is darker than fade_threshold 12.0"
 
 
 def test_params_are_checked_with_the_option_named() -> None:

@@ -39,29 +39,30 @@ def colour_scenes(path: Path, scenes: list[tuple[str, float]], *, rate: str = "3
 
 
 def describe(path: Path | str, key: str = "clip") -> dict[str, Any]:
-    """One input row as ingest + probe make it: display size, rate, duration, frames."""
+    """One input row as ingest + probe make it: display size, rate, duration, frames, the stream read."""
     import av
 
+    from dataprep.stages.pyav import length_seconds, video_stream
+
     with av.open(str(path)) as container:
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         first = next(container.decode(stream))
         rotation = int(first.rotation or 0) % 360
         w, h = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
         rate = stream.average_rate or stream.guessed_rate
-        duration = float(stream.duration * stream.time_base) if stream.duration else (
-            container.duration / 1e6 if container.duration else None)
+        duration = length_seconds(container, stream)
         return {"key": key, "source": str(path), "caption": None, "media_type": "video", "width": w, "height": h,
                 "rotation": rotation, "fps": float(rate) if rate else None, "duration": duration,
                 "frame_count": stream.frames or None, "codec": stream.codec_context.name,
                 "pix_fmt": stream.codec_context.pix_fmt, "size_bytes": Path(path).stat().st_size,
-                "has_audio": bool(container.streams.audio)}
+                "has_audio": bool(container.streams.audio), "video_stream": stream.index}
 
 
 SCHEMA = pa.schema([("key", pa.string()), ("source", pa.string()), ("caption", pa.string()),
                     ("media_type", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
                     ("rotation", pa.int32()), ("fps", pa.float64()), ("duration", pa.float64()),
                     ("frame_count", pa.int64()), ("codec", pa.string()), ("pix_fmt", pa.string()),
-                    ("size_bytes", pa.int64()), ("has_audio", pa.bool_())])
+                    ("size_bytes", pa.int64()), ("has_audio", pa.bool_()), ("video_stream", pa.int32())])
 
 
 def table(rows: list[dict[str, Any]]) -> pa.Table:

@@ -1,7 +1,10 @@
 """Ingest: list the input (a folder, an s3:// prefix, one media file, or a csv/jsonl/parquet manifest) as rows.
 
 Captions come from the manifest's caption column or from a sidecar `NAME.txt`
-beside `NAME.mp4`. Files that are not media become rejected rows, not silence.
+beside `NAME.mp4`. A manifest without a file column is a text-only dataset: each
+row's caption is the sample (`media_type` "text"). Every listed thing becomes a row;
+what cannot be a sample (not media, a manifest row naming no file) is a rejected
+row with its reason, not silence.
 """
 
 from __future__ import annotations
@@ -12,11 +15,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from dataprep import columns, storage
-from dataprep.stage import Source
-from dataprep.stages.media_types import SIDECAR_EXTENSIONS, extension, media_type_of
+from dataprep.stage import Source, StageParams
+from dataprep.stages.media_types import SIDECAR_EXTENSIONS, TEXT, extension, media_type_of
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +35,23 @@ SCHEMA = pa.schema(
 MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".parquet")
 
 
-class IngestParams(BaseModel):
+class IngestParams(StageParams):
     """Options of `ingest`."""
 
-    model_config = ConfigDict(extra="forbid")
-    uri_column: str = Field("uri", description="Manifest column with each file's path or URI.")
-    caption_column: str = Field("caption", description="Manifest column with the caption; may be absent.")
+    uri_column: str = Field("uri", description="Manifest column with each file's path or URI. A manifest without "
+                                               "it (when this option is not set) is a text-only dataset whose "
+                                               "rows are the texts of `caption_column`.")
+    caption_column: str = Field("caption", description="Manifest column with the caption; may be absent from a "
+                                                       "manifest of files. In a text-only manifest, the text.")
+    key_column: str | None = Field(None, description="Text-only manifests: column with each row's id, used as its "
+                                                     "key (made safe as a file name). None: the key hashes the "
+                                                     "manifest's URI and the row number.")
     sidecar_captions: bool = Field(True, description="Read NAME.txt beside NAME.ext as the caption of a listed file.")
     batch_rows: int = Field(10_000, gt=0, description="Rows per listed block; bounds driver memory per block.")
 
 
 class Ingest(Source):
-    """Rows of `key`, `source`, `caption` and `media_type` (by extension) for each input file."""
+    """Rows of `key`, `source`, `caption` and `media_type` (by extension, or "text") for each input item."""
 
     name = "ingest"
     writes = (columns.KEY, columns.SOURCE, columns.CAPTION, "media_type")
@@ -72,13 +80,7 @@ class Ingest(Source):
     def _row(self, uri: str, caption: str | None) -> dict[str, Any]:
         media_type = media_type_of(uri)
         reject = None if media_type else f"unsupported:extension {extension(uri) or '(none)'!r} is not a known video or image type"
-        return {
-            columns.KEY: columns.source_key(uri),
-            columns.SOURCE: uri,
-            columns.CAPTION: caption,
-            "media_type": media_type,
-            columns.REJECT: reject,
-        }
+        return _listed(columns.source_key(uri), uri, caption, media_type, reject)
 
     def _folder_rows(self, uri: str) -> Iterator[dict[str, Any]]:
         single_file = not storage.is_s3(uri) and os.path.isfile(storage.local_path(uri))
@@ -101,22 +103,93 @@ class Ingest(Source):
 
     def _manifest_rows(self, uri: str) -> Iterator[dict[str, Any]]:
         table = _read_manifest(uri)
-        if self.params.uri_column not in table.column_names:
-            raise ValueError(
-                f"manifest {uri!r} has no column {self.params.uri_column!r} (columns: {table.column_names}); "
-                "fix: set the ingest option `uri_column`"
-            )
+        if self._is_text_only(uri, table.column_names):
+            yield from self._text_rows(uri, table)
+            return
+        p = self.params
+        if p.key_column is not None:
+            raise ValueError(f"ingest option `key_column` ({p.key_column!r}) names the keys of a text-only manifest, "
+                             f"but {uri!r} lists files (column {p.uri_column!r}), whose keys hash their URIs; "
+                             "fix: remove `key_column`")
         base = os.path.dirname(storage.local_path(uri)) if not storage.is_s3(uri) else uri.rsplit("/", 1)[0]
-        uris = table.column(self.params.uri_column).to_pylist()
-        has_caption = self.params.caption_column in table.column_names
-        captions = table.column(self.params.caption_column).to_pylist() if has_caption else [None] * len(uris)
-        for item, caption in zip(uris, captions, strict=True):
+        uris = table.column(p.uri_column).to_pylist()
+        has_caption = p.caption_column in table.column_names
+        captions = table.column(p.caption_column).to_pylist() if has_caption else [None] * len(uris)
+        for number, (item, caption) in enumerate(zip(uris, captions, strict=True), start=1):
+            item = str(item).strip() if item is not None else ""
             if not item:
+                yield _manifest_reject(uri, number, f"no_uri {_where(uri, number)} has no {p.uri_column!r}")
                 continue
-            resolved = _resolve(str(item), base)
+            resolved = _resolve(item, base)
             if caption is None and not has_caption:
                 caption = self._sidecar_caption(resolved)
             yield self._row(resolved, caption)
+
+    def _is_text_only(self, uri: str, names: list[str]) -> bool:
+        """Whether the manifest's rows are texts rather than files; raise when it is neither."""
+        p = self.params
+        if p.uri_column in names:
+            return False
+        if "uri_column" in p.model_fields_set:  # named by the user: its absence is a mistake, not a text dataset
+            raise ValueError(f"manifest {uri!r} has no column {p.uri_column!r} (columns: {names}); fix: set the "
+                             "ingest option `uri_column` to the column of file paths, or remove it to read a "
+                             f"text-only manifest from `caption_column` ({p.caption_column!r})")
+        if p.caption_column not in names:
+            raise ValueError(f"manifest {uri!r} has neither a file column {p.uri_column!r} nor a text column "
+                             f"{p.caption_column!r} (columns: {names}); fix: set the ingest option `uri_column` "
+                             "to the column of file paths, or `caption_column` to the column of texts")
+        log.warning("ingest: manifest %s has no %r column: its rows are text-only samples, the text from %r; "
+                    "if it lists files, set the ingest option `uri_column`", uri, p.uri_column, p.caption_column)
+        return True
+
+    def _text_rows(self, uri: str, table: pa.Table) -> Iterator[dict[str, Any]]:
+        p = self.params
+        if p.key_column is not None and p.key_column not in table.column_names:
+            raise ValueError(f"manifest {uri!r} has no column {p.key_column!r} (columns: {table.column_names}); "
+                             "fix: set the ingest option `key_column` to the column of row ids, or remove it")
+        texts = table.column(p.caption_column).to_pylist()
+        ids = table.column(p.key_column).to_pylist() if p.key_column is not None else [None] * len(texts)
+        first_row: dict[str, int] = {}  # key -> the row that has it, so a repeated id is rejected, not merged
+        for number, (text, ident) in enumerate(zip(texts, ids, strict=True), start=1):
+            where = _where(uri, number)
+            ident = str(ident).strip() if ident is not None else ""
+            key = _row_key(uri, number) if p.key_column is None else columns.safe_key(ident) if ident else ""
+            if not isinstance(text, str) or not text.strip():
+                yield _manifest_reject(uri, number, f"no_text {where} has no {p.caption_column!r}")
+            elif not key:
+                yield _manifest_reject(uri, number, f"no_key {where} has no {p.key_column!r}")
+            elif key in first_row:
+                yield _manifest_reject(uri, number, f"duplicate_key {where} repeats {p.key_column!r} {ident!r} "
+                                                    f"of row {first_row[key]}")
+            else:
+                first_row[key] = number
+                yield _listed(key, _row_source(uri, number), text, TEXT, None)
+
+
+def _listed(key: str, source: str, caption: str | None, media_type: str | None,
+            reject: str | None) -> dict[str, Any]:
+    return {columns.KEY: key, columns.SOURCE: source, columns.CAPTION: caption, "media_type": media_type,
+            columns.REJECT: reject}
+
+
+def _where(uri: str, number: int) -> str:
+    return f"row {number} of {uri.rstrip('/').rsplit('/', 1)[-1]}"
+
+
+def _row_source(uri: str, number: int) -> str:
+    """The source of a manifest row that names no file: the manifest's URI and its 1-based row number."""
+    return f"{uri}#{number}"
+
+
+def _row_key(uri: str, number: int) -> str:
+    """The key of a manifest row that names no file: from the manifest's URI and row number, never a batch position."""
+    stem = uri.rstrip("/").rsplit("/", 1)[-1].split(".", 1)[0]
+    return columns.source_key(_row_source(uri, number), stem=f"{stem}_{number}")
+
+
+def _manifest_reject(uri: str, number: int, reason: str) -> dict[str, Any]:
+    """A manifest row that cannot be a sample, as a rejected row keyed by its place in the manifest."""
+    return _listed(_row_key(uri, number), _row_source(uri, number), None, None, f"input:{reason}")
 
 
 def _resolve(item: str, base: str) -> str:

@@ -1,4 +1,4 @@
-"""Which file extensions are videos and which are images."""
+"""Which file extensions are videos and which are images, and the media type of a row with no file."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".m
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 # Files that travel beside media (captions, metadata, manifests) and are not samples themselves.
 SIDECAR_EXTENSIONS = (".txt", ".json", ".jsonl", ".csv", ".parquet", ".md", ".yaml", ".yml")
+# `media_type` of a row of a text-only dataset: its caption is the whole sample, there is no file.
+TEXT = "text"
 
 
 def extension(uri: str) -> str:

@@ -15,15 +15,13 @@ import pytest
 DATAPREP = [sys.executable, "-m", "dataprep.cli"]
 
 ENTRY_POINT_FILTER = '''
-import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from dataprep.stage import Filter
+from dataprep.stage import Filter, StageParams
 
 
-class NoPortraitParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NoPortraitParams(StageParams):
     max_ratio: float = Field(1.0, gt=0, description="height / width above this is portrait")
 
 
@@ -39,10 +37,9 @@ class NoPortrait(Filter):
         ratio = [h / w for w, h in zip(batch.column("width").to_pylist(), batch.column("height").to_pylist())]
         return batch.append_column("portrait_ratio", pa.array(ratio))
 
-    def keep(self, batch):
-        ratio = np.array(batch.column("portrait_ratio").to_pylist())
-        keep = ratio <= self.params.max_ratio
-        return keep, [None if k else f"portrait:ratio {r:.2f}" for k, r in zip(keep, ratio)]
+    def reasons(self, batch):
+        ratios = batch.column("portrait_ratio").to_pylist()
+        return [None if r <= self.params.max_ratio else f"portrait:ratio {r:.2f}" for r in ratios]
 '''
 
 MODULE_STAGE = '''

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pyarrow as pa
 
 from dataprep import commit
@@ -33,9 +32,8 @@ class Even(Filter):
     def process_batch(self, batch):
         return batch.append_column("parity", pa.array([x % 2 for x in batch.column("x").to_pylist()]))
 
-    def keep(self, batch):
-        parity = np.array(batch.column("parity").to_pylist())
-        return parity == 0, [None if p == 0 else f"even:odd parity {p}" for p in parity]
+    def reasons(self, batch):
+        return [None if p == 0 else f"even:odd parity {p}" for p in batch.column("parity").to_pylist()]
 
 
 class Splitter(Stage):

@@ -3,7 +3,8 @@
 Column contract (a `GlobalStage`: `run(ds, executor)` takes and returns a dataset):
 - reads `key`, plus `caption` (mode text/both), `frames` (list<binary> JPEG thumbnails;
   mode visual/both) and the keep-policy column(s): `score_column`, `duration`, or
-  `width` and `height`.
+  `width` and `height` (none for keep=key, so `mode: text, keep: key` needs only the
+  captions of a text-only dataset).
 - returns every input row with all its columns, plus
   `_reject` = "duplicate" on rows to remove (null on kept rows; an earlier reason is kept),
   `_duplicate_of` = the key of the kept row it duplicates (null otherwise),

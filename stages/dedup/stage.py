@@ -28,11 +28,11 @@ import time
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from dataprep.columns import KEY
 from dataprep.executor import Executor
-from dataprep.stage import GlobalStage, Resources
+from dataprep.stage import GlobalStage, StageParams
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,8 @@ _NODE, _SCORE, _TBANDS, _TPAY, _VBANDS, _VPAY = ("_dd_node", "_dd_score", "_dd_t
                                                 "_dd_vbands", "_dd_vpay")
 
 
-class MinHashDedupParams(BaseModel):
+class MinHashDedupParams(StageParams):
     """Options of `minhash_dedup`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     mode: Literal["text", "visual", "both"] = Field(
         "both", description="Signals compared: caption text, sampled frames, or both (a match on either "
@@ -84,9 +82,10 @@ class MinHashDedupParams(BaseModel):
                                                   "bands x rows are chosen from a threshold (datasketch's "
                                                   "method). 0.8: verification removes false candidates, missed "
                                                   "ones are lost; gives P(candidate | J=threshold+0.1) ~0.99.")
-    keep: Literal["score", "duration", "resolution"] = Field(
+    keep: Literal["score", "duration", "resolution", "key"] = Field(
         "resolution", description="Which row of a cluster survives: highest `score_column`, longest "
-                                  "duration, or most pixels; ties go to the smallest key.")
+                                  "duration, most pixels, or (`key`) the smallest key, which needs no "
+                                  "column: text-only datasets have no sizes. Ties go to the smallest key.")
     score_column: str | None = Field(None, description="Column whose highest value wins when keep=score.")
     num_partitions: int = Field(8, description="Hash partitions of buckets, edges and decisions. 8 suits a "
                                                "laptop; use ~2-4x the cluster's cores.")
@@ -149,6 +148,8 @@ def _policy_values(batch, params: MinHashDedupParams) -> np.ndarray:
             raise KeyError(f"keep={params.keep} needs column {name!r}, which the rows do not have")
         return batch.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
 
+    if params.keep == "key":
+        return np.zeros(batch.num_rows)  # every row ties: the smallest key wins
     if params.keep == "score":
         v = col(params.score_column)
     elif params.keep == "duration":
@@ -166,15 +167,13 @@ class MinHashDedup(GlobalStage):
     # (`frames` for visual/both, the keep-policy columns); `run` checks them first.
     reads: ClassVar[tuple[str, ...]] = (KEY, "caption")
     writes: ClassVar[tuple[str, ...]] = (CLUSTER,)
-    Params: ClassVar[type[BaseModel]] = MinHashDedupParams
-    resources: ClassVar[Resources] = Resources(cpus=1.0)
-    batch_size: ClassVar[int] = 1024
+    Params: ClassVar[type[StageParams]] = MinHashDedupParams
     # module -> the pip requirement that provides it: numba compiles the shingle and
     # MinHash kernels.
     requires: ClassVar[dict[str, str]] = {"numba": "numba>=0.60"}
 
-    def __init__(self, params: BaseModel | None = None) -> None:
-        super().__init__(params)
+    def __init__(self, params: MinHashDedupParams | None = None, **options: Any) -> None:
+        super().__init__(params, **options)
         _check_requirements(self.requires)
         self.stats: dict[str, Any] = {}  # filled by run(): how the work split over partitions
         p: MinHashDedupParams = self.params
@@ -187,7 +186,7 @@ class MinHashDedup(GlobalStage):
             cols.append(p.score_column)
         elif p.keep == "duration":
             cols.append("duration")
-        else:
+        elif p.keep == "resolution":
             cols += ["width", "height"]
         self.reads = tuple(cols)  # what this configuration needs (the class lists the defaults)
         self.text_lsh = (p.bands, p.rows) if p.bands else _optimal(p.threshold, p.num_perm, p.recall_weight)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from dataprep.stage import Filter
+from dataprep.stage import Filter, StageParams
 
 
-class SizeParams(BaseModel):
+class SizeParams(StageParams):
     """Options of `size_filter`; None disables a bound."""
 
-    model_config = ConfigDict(extra="forbid")
     min_side: int | None = Field(64, gt=0, description="Shorter side at least this many px; below it models learn blur.")
     max_side: int | None = Field(None, gt=0, description="Longer side at most this many px.")
     min_seconds: float | None = Field(1.0, ge=0, description="Videos at least this long (s); shorter ones hold no motion.")
@@ -35,26 +33,16 @@ class SizeFilter(Filter):
 
     name = "size_filter"
     reads = ("width", "height", "duration", "media_type")
+    # The measured values the decision was made on (media_type only steers it).
+    scores = ("width", "height", "duration")
     Params = SizeParams
     batch_size = 256
 
-    @classmethod
-    def score_columns(cls) -> tuple[str, ...]:
-        """The measured values the decision was made on."""
-        return ("width", "height", "duration")
-
-    def keep(self, batch: pa.Table) -> tuple[np.ndarray, list[str | None]]:
+    def reasons(self, batch: pa.Table) -> list[str | None]:
         """Check every row against the bounds; the first failed bound is the reason."""
-        p = self.params
-        widths = batch.column("width").to_pylist()
-        heights = batch.column("height").to_pylist()
-        durations = batch.column("duration").to_pylist()
-        kinds = batch.column("media_type").to_pylist()
-        reasons: list[str | None] = []
-        for w, h, d, kind in zip(widths, heights, durations, kinds, strict=True):
-            reasons.append(_reason(p, w, h, d, kind))
-        mask = np.array([r is None for r in reasons], dtype=bool)
-        return mask, reasons
+        return [_reason(self.params, w, h, d, kind) for w, h, d, kind in zip(
+            batch.column("width").to_pylist(), batch.column("height").to_pylist(),
+            batch.column("duration").to_pylist(), batch.column("media_type").to_pylist(), strict=True)]
 
 
 def _reason(p: SizeParams, w: int | None, h: int | None, d: float | None, kind: str | None) -> str | None:

@@ -79,3 +79,79 @@ def test_single_media_file_is_one_row(tmp_path):
     (tmp_path / "clip.txt").write_text("a caption")
     (row,) = _rows(Ingest, str(tmp_path / "clip.mp4"))
     assert row["source"] == str(tmp_path / "clip.mp4") and row["caption"] == "a caption"
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_manifest_rows_without_uri_are_rejected_with_keys_from_their_row(tmp_path, fmt):
+    uris = ["a.mp4", None, "", "  ", "b.jpg"]
+    path = tmp_path / f"list.{fmt}"
+    if fmt == "jsonl":
+        _jsonl(path, [{"uri": u, "caption": f"c{i}"} for i, u in enumerate(uris)])
+    else:
+        path.write_text("uri,caption\n" + "".join(f"{u or ''},c{i}\n" for i, u in enumerate(uris)))
+    rows = _rows(Ingest, str(path))
+    assert len(rows) == len(uris)  # every manifest row is listed once, kept or rejected
+    empty = [r for r in rows if r["_reject"] is not None]
+    assert [r["_reject"] for r in empty] == [f"input:no_uri row {n} of list.{fmt} has no 'uri'" for n in (2, 3, 4)]
+    assert [r["source"] for r in empty] == [f"{path}#{n}" for n in (2, 3, 4)]
+    # The key comes from the manifest and the row number, not from where the row fell in a block.
+    one_per_block = _rows(Ingest, str(path), batch_rows=1)
+    assert [r["key"] for r in one_per_block] == [r["key"] for r in rows]
+    assert len({r["key"] for r in rows}) == len(uris)
+    other = tmp_path / "other" / f"list.{fmt}"
+    other.parent.mkdir()
+    other.write_bytes(path.read_bytes())
+    assert {r["key"] for r in _rows(Ingest, str(other))}.isdisjoint(r["key"] for r in empty)
+
+
+def test_text_only_manifest_lists_its_texts(tmp_path):
+    path = _jsonl(tmp_path / "captions.jsonl", [{"caption": "a dog on a beach"}, {"caption": "two cats"},
+                                                {"caption": None}, {"caption": "   "}, {"caption": "two cats"}])
+    rows = _rows(Ingest, path)
+    assert [r["source"] for r in rows] == [f"{path}#{n}" for n in range(1, 6)]
+    kept = [r for r in rows if r["_reject"] is None]
+    assert [(r["caption"], r["media_type"]) for r in kept] == [("a dog on a beach", "text"), ("two cats", "text"),
+                                                               ("two cats", "text")]
+    assert [r["_reject"] for r in rows if r["_reject"]] == ["input:no_text row 3 of captions.jsonl has no 'caption'",
+                                                            "input:no_text row 4 of captions.jsonl has no 'caption'"]
+    keys = [r["key"] for r in rows]
+    assert len(set(keys)) == 5 and keys == [r["key"] for r in _rows(Ingest, path, batch_rows=2)]
+    assert keys[0].startswith("captions_1-") and all(r["key"].replace("-", "").replace("_", "").isalnum() for r in rows)
+
+
+def test_text_only_manifest_takes_keys_from_a_named_id_column(tmp_path):
+    path = _jsonl(tmp_path / "coco.jsonl", [{"id": 38, "text": "a motorcycle"}, {"id": 182, "text": "a cubicle"},
+                                            {"id": 38, "text": "again"}, {"id": None, "text": "no id"}])
+    rows = _rows(Ingest, path, caption_column="text", key_column="id")
+    assert [(r["key"], r["caption"], r["_reject"]) for r in rows[:2]] == [("38", "a motorcycle", None),
+                                                                         ("182", "a cubicle", None)]
+    assert rows[2]["_reject"] == "input:duplicate_key row 3 of coco.jsonl repeats 'id' '38' of row 1"
+    assert rows[3]["_reject"] == "input:no_key row 4 of coco.jsonl has no 'id'"
+    assert len({r["key"] for r in rows}) == 4
+    with pytest.raises(ValueError, match="no column 'ident'.*key_column"):
+        _rows(Ingest, path, caption_column="text", key_column="ident")
+
+
+def test_manifest_with_neither_files_nor_texts_names_both_options(tmp_path):
+    path = _jsonl(tmp_path / "list.jsonl", [{"path": "a.mp4", "text": "t"}])
+    with pytest.raises(ValueError) as err:
+        _rows(Ingest, path)
+    message = str(err.value)
+    assert "`uri_column`" in message and "`caption_column`" in message and "['path', 'text']" in message
+
+
+def test_a_named_uri_column_that_is_missing_is_an_error_not_a_text_dataset(tmp_path):
+    path = _jsonl(tmp_path / "list.jsonl", [{"path": "a.mp4", "caption": "a caption"}])
+    with pytest.raises(ValueError, match="no column 'file'.*`uri_column`"):
+        _rows(Ingest, path, uri_column="file")
+
+
+def test_key_column_is_refused_for_a_manifest_of_files(tmp_path):
+    path = _jsonl(tmp_path / "list.jsonl", [{"uri": "a.mp4", "id": 1}])
+    with pytest.raises(ValueError, match="key_column"):
+        _rows(Ingest, path, key_column="id")

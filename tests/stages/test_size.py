@@ -9,11 +9,11 @@ from dataprep.stages.quality.size import SizeFilter, SizeParams
 
 
 def _decide(rows, **params):
+    """(kept per row, reasons) as the runner derives them from `reasons`."""
     import pyarrow as pa
 
-    stage = SizeFilter(SizeParams(**params))
-    mask, reasons = stage.keep(pa.Table.from_pylist(rows))
-    return list(mask), reasons
+    reasons = SizeFilter(SizeParams(**params)).reasons(pa.Table.from_pylist(rows))
+    return [r is None for r in reasons], reasons
 
 
 def _row(w, h, d=None, kind="video"):
@@ -45,3 +45,7 @@ def test_bad_options_fail_with_names():
         SizeParams(min_seconds=10, max_seconds=5)
     with pytest.raises(ValidationError, match="min_side"):
         SizeParams(min_side=0)
+
+
+def test_a_dropped_row_records_its_measurements_not_its_kind():
+    assert SizeFilter.score_columns() == ("width", "height", "duration")

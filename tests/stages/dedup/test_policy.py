@@ -47,3 +47,11 @@ def test_null_and_empty_captions_are_never_duplicates():
                   "width": [1, 1, 1, 1], "height": [1, 1, 1, 1]})
     out = dedup_in_process(MinHashDedup(MinHashDedup.Params(mode="text")), t)
     assert out.column(REJECT).null_count == 4
+
+
+def test_keep_key_needs_no_column_and_keeps_the_smallest_key():
+    stage = MinHashDedup(MinHashDedup.Params(mode="text", keep="key"))
+    assert stage.reads == ("key", "caption")  # a text-only dataset has no frames, sizes or scores
+    out = dedup_in_process(stage, pa.table({"key": ["k2", "k1", "k0"], "caption": [CAPTION] * 3}))
+    assert _kept(out) == {"k0"}
+    assert out.column(DUPLICATE_OF).to_pylist() == ["k0", "k0", None]  # keys are k2, k1, k0

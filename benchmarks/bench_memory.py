@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(REPO / "configs" / "quickstart.yaml"))
     parser.add_argument("--scale", type=int, default=10)
     args = parser.parse_args()
-    from dataprep.sample_data import generate
+    from dataprep.stages.sample_data import generate
 
     with tempfile.TemporaryDirectory() as tmp:
         results = {}

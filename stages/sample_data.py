@@ -7,6 +7,7 @@ The set has what a real crawl has: sizes, frame rates, durations and aspect rati
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -176,6 +177,7 @@ def _write_caption(path: Path, caption: str) -> None:
 
 def generate(folder: str | Path, *, repeat: int = 1, workers: int | None = None) -> dict[str, int]:
     """Write the sample set (`repeat` colour-shifted variants of it) into `folder`; returns counts."""
+    ffmpeg_exe()  # a missing or unusable ffmpeg fails here, before anything is written
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 2
@@ -231,3 +233,17 @@ def _corrupt_files(folder: Path) -> list[dict[str, str]]:
         _write_caption(folder / name, caption)
         rows.append({"uri": name, "caption": caption})
     return rows
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    """Add `dataprep sample-data DIR [--repeat N]` to the CLI's subcommands."""
+    p = sub.add_parser("sample-data", help="write a reproducible offline sample set")
+    p.add_argument("dir")
+    p.add_argument("--repeat", type=int, default=1, help="colour-shifted copies of the whole set (for scale tests)")
+    p.set_defaults(func=_command)
+
+
+def _command(args: argparse.Namespace) -> int:
+    counts = generate(args.dir, repeat=args.repeat)
+    print(f"wrote {counts['videos']} videos and {counts['images']} images with captions to {args.dir}")
+    return 0

@@ -38,7 +38,7 @@ def ray_session():
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> Path:
     """The offline sample set of `dataprep sample-data`, generated once per session."""
-    from dataprep.sample_data import generate
+    from dataprep.stages.sample_data import generate
 
     folder = tmp_path_factory.mktemp("sample")
     generate(folder)

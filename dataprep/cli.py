@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
+from dataprep.cli_stats import add_stats_command
+
 # Entry-point group of extra subcommands: each names a function that adds its parser to the subparsers.
 COMMANDS_GROUP = "dataprep.commands"
 
@@ -90,23 +92,6 @@ def cmd_stages(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_stats(args: argparse.Namespace) -> int:
-    """Print an output's summary."""
-    from dataprep import paths, storage
-    from dataprep.cli_tables import print_summary
-
-    uri = paths.under(args.output_dir, paths.SUMMARY)
-    if not storage.exists(uri):
-        print(f"error: {uri} does not exist; run a job into {args.output_dir} first", file=sys.stderr)
-        return 2
-    summary = json.loads(storage.read_bytes(uri))
-    if args.json:
-        print(json.dumps(summary, indent=1, sort_keys=True))
-    else:
-        print_summary(summary, title=args.output_dir, fields=True)
-    return 0
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Show the samples of a shard, or one sample."""
     from dataprep.shard_view import sample_detail, shard_listing
@@ -167,10 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugin", action="append", help="also import this plugin module")
     p.set_defaults(func=cmd_stages)
 
-    p = sub.add_parser("stats", help="print an output's summary: funnel, rejections, shards")
-    p.add_argument("output_dir")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_stats)
+    add_stats_command(sub)
 
     p = sub.add_parser("inspect", help="list a shard's samples, or show one")
     p.add_argument("shard")

@@ -8,8 +8,6 @@ a rerun resumes from there), and reach the sink, which commits whole shards.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -18,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from dataprep import columns, commit, owner, paths, storage
+from dataprep import columns, commit, job_record, owner, paths, storage
 from dataprep.arrow import concat, ensure_reject_column, split_rejects
 from dataprep.errors import ConfigError, FatalStageError
 from dataprep.finalize import StageInfo, finalize
@@ -40,30 +38,6 @@ class RunResult:
     new_rows: int
     wall_seconds: float
     summary: dict[str, Any]
-
-
-def fingerprint(plan: Plan) -> dict[str, Any]:
-    """What decides the keys and contents of an output: input, stages and sink, not how Ray runs."""
-    config = plan.config.model_dump(mode="json", exclude={"ray", "output"})
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode("utf-8")).hexdigest()
-    return {"sha256": digest, "config": config}
-
-
-def check_output(plan: Plan) -> None:
-    """Refuse to mix two different jobs in one output folder; record this job's fingerprint."""
-    uri = paths.under(plan.config.output, paths.JOB_FILE)
-    mine = fingerprint(plan)
-    if storage.exists(uri):
-        theirs = json.loads(storage.read_bytes(uri))
-        if theirs.get("sha256") != mine["sha256"]:
-            raise ConfigError(
-                [
-                    f"`output` {plan.config.output!r} holds the output of a job with a different config "
-                    "(input, stages or sink differ); fix: choose a new --output, or delete that folder to start over"
-                ]
-            )
-        return
-    storage.write_atomic(uri, json.dumps(mine, indent=1, sort_keys=True).encode("utf-8"))
 
 
 def stage_infos(plan: Plan) -> list[StageInfo]:
@@ -339,7 +313,7 @@ def run_plan(plan: Plan, *, address: str | None = None, progress: bool = True) -
     start = time.monotonic()
     output = plan.config.output
     try:
-        check_output(plan)
+        job_record.check_output(plan)
     except OSError as exc:
         raise ConfigError([f"`output` {output!r} cannot be written ({exc}); fix: choose a folder you can write to"]) \
             from None

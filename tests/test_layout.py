@@ -109,12 +109,20 @@ def test_namespaced_packages_import_from_the_repository(name):
 
 
 def test_wheel_has_no_top_level_stages_or_jobs(tmp_path):
+    import shutil
     import subprocess
     import sys
     import zipfile
 
+    # Build from a copy: setuptools leaves build/ and *.egg-info beside the sources it builds.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("dataprep", "stages", "jobs"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+                    str(tmp_path), str(source)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("dataprep-*.whl")
     tops = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist()}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"dataprep"}

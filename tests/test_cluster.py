@@ -59,14 +59,27 @@ def ray_cluster(tmp_path_factory):
         os.killpg(head.pid, signal.SIGKILL)
 
 
+def _probe_tasks(url: str, token: str) -> int:
+    """How many tasks running the probe stage the cluster at `url` has seen (Ray's state API)."""
+    import urllib.request
+
+    request = urllib.request.Request(f"{url}/api/v0/tasks?limit=10000", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        tasks = json.loads(response.read())["data"]["result"]["result"]
+    return sum("probe" in (t.get("name") or "") for t in tasks)
+
+
 def test_run_with_address_uses_the_cluster(ray_cluster, sample_dir, tmp_path):
-    gcs, _, env = ray_cluster
+    gcs, url, env = ray_cluster
     out = tmp_path / "out"
+    before = _probe_tasks(url, env["RAY_AUTH_TOKEN"])
     subprocess.run([sys.executable, "-m", "dataprep.cli", "run", str(QUICKSTART), "--input", str(sample_dir),
                     "--output", str(out), "--address", gcs, "-q"], env=env, check=True, timeout=300)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["totals"]["kept"] + summary["totals"]["rejected"] == len(
         (sample_dir / "manifest.jsonl").read_text().splitlines())
+    # The stage's tasks ran on the cluster at `--address`, not on an embedded Ray of the driver's own.
+    assert _probe_tasks(url, env["RAY_AUTH_TOKEN"]) > before
 
 
 def test_submit_status_logs(ray_cluster, sample_dir, tmp_path):
@@ -85,10 +98,28 @@ def test_submit_status_logs(ray_cluster, sample_dir, tmp_path):
     assert last["totals"]["kept"] == pq.read_table(out / "manifest.parquet").num_rows > 0
 
 
-def test_submit_without_token_is_refused(ray_cluster):
+def _get(url: str, token: str | None) -> int:
+    """HTTP status of a GET, sending `token` as Ray's clients do (`Authorization: Bearer ...`)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token is not None else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_token_auth_refuses_requests_without_or_with_a_wrong_token(ray_cluster):
     _, url, env = ray_cluster
-    env = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"}
-    env["HOME"] = "/nonexistent-home"
+    jobs = f"{url}/api/jobs/"
+    assert _get(jobs, env["RAY_AUTH_TOKEN"]) == 200  # the same request with the token goes through
+    assert _get(jobs, None) == 401
+    assert _get(jobs, "0" * 64) in (401, 403)
+    # And dataprep's own client, without the token, gets a refusal rather than an answer.
+    no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"}
+    no_token["HOME"] = "/nonexistent-home"  # no token file to fall back on
     result = subprocess.run([sys.executable, "-m", "dataprep.cli", "status", "raysubmit_x", "--address", url],
-                            env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
+                            env=no_token, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "does not exist" not in result.stdout + result.stderr

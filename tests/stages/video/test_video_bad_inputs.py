@@ -71,7 +71,7 @@ def test_image_renamed_mp4(media_dir: Path) -> None:
     assert (as_image["key"], as_image["media"], as_image["_reject"]) == ("i", None, None)
     # if it were ever labelled a video, it is one 40 ms frame: too short, not a crash
     (as_video,) = _pipeline([raw_row(path, "i", width=64, height=48, fps=25.0)])
-    assert as_video["_reject"].startswith("clip:too_short 0.040s < min_seconds 0.5s")
+    assert as_video["_reject"].startswith("clip:too_short: 0.040s < min_seconds 0.5s")
 
 
 def test_variable_frame_rate(media_dir: Path) -> None:
@@ -109,12 +109,14 @@ def test_sixteen_pixel_video(media_dir: Path) -> None:
     path = media_dir / "tiny.mp4"
     ffmpeg("-f", "lavfi", "-i", "color=c=blue:s=16x16:r=25:d=1.5", "-c:v", "libx264", "-preset", "ultrafast",
            "-pix_fmt", "yuv420p", str(path))
-    (row,) = _pipeline([describe(path, "tiny")])
-    assert row["_reject"] == "clip:too_small 16x16 needs 4.0x upscale to 64x48 > max_upscale 4.0" or \
-        row["_reject"] is None  # 4.0x is allowed exactly
+    (row,) = _pipeline([describe(path, "tiny")])  # 64x48 by crop needs exactly 4.0x: the bound is inclusive
+    assert colour_of(_assert_clips_ok([row], (64, 48))[0]["first"]) == "blue"
+    just_under = StandardizeParams(preset="ultrafast", min_seconds=0.5, width=64, height=48, max_upscale=3.99)
+    (rejected,) = _pipeline([describe(path, "tiny")], just_under)
+    assert rejected["_reject"] == "clip:too_small: 16x16 needs 4.0x upscale to 64x48 > max_upscale 3.99"
     big = StandardizeParams(preset="ultrafast", min_seconds=0.5, width=128, height=128)
     (rejected,) = _pipeline([describe(path, "tiny")], big)
-    assert rejected["_reject"] == "clip:too_small 16x16 needs 8.0x upscale to 128x128 > max_upscale 4.0"
+    assert rejected["_reject"] == "clip:too_small: 16x16 needs 8.0x upscale to 128x128 > max_upscale 4.0"
     anyway = StandardizeParams(preset="ultrafast", min_seconds=0.5, width=128, height=128, max_upscale=None)
     (row,) = _pipeline([describe(path, "tiny")], anyway)
     assert colour_of(_assert_clips_ok([row], (128, 128))[0]["first"]) == "blue"
@@ -177,7 +179,7 @@ def test_real_awkward_files(shared_data: Path) -> None:
     for r in out:
         by_parent.setdefault(r["parent_key"] or r["key"], []).append(r)
     # 3 frames (0.1 s) is too short to be a clip
-    assert by_parent["decord_video_90"][0]["_reject"].startswith("clip:too_short 0.100s")
+    assert by_parent["decord_video_90"][0]["_reject"].startswith("clip:too_short: 0.100s")
     for name in ("moviepy_no_duration", "mmaction2_test"):
         kept = [r for r in by_parent[name] if r["_reject"] is None]
         assert kept, [r["_reject"] for r in by_parent[name]]

@@ -93,3 +93,18 @@ def test_source_bytes_used_when_no_media_column(tmp_path):
     writer.close()
     (sample,) = list(wds.WebDataset(str(tmp_path / "out/shards/shard-000000.tar"), shardshuffle=False))
     assert sample["jpg"] == b"\xff\xd8jpegdata" and "txt" not in sample
+
+
+def test_a_sample_larger_than_max_bytes_gets_a_shard_of_its_own(tmp_path):
+    sizes = [100, 100, 5000, 100, 100]  # the third alone exceeds max_bytes
+    rows = pa.concat_tables([_rows(1, payload=b"z" * n).set_column(0, "key", pa.array([f"s{i}"]))
+                             for i, n in enumerate(sizes)])
+    writer = _writer(tmp_path, max_samples=100, max_bytes=1000)
+    writer.write_table(rows)
+    shards = writer.close()
+    keys = [json.loads((tmp_path / s.replace(".tar", ".stats.json")).read_text())["keys"] for s in shards]
+    assert keys == [["s0", "s1"], ["s2"], ["s3", "s4"]]
+    big = json.loads((tmp_path / shards[1].replace(".tar", ".stats.json")).read_text())
+    assert big["payload_bytes"] > 1000  # written whole, not refused or split
+    for shard in (shards[0], shards[2]):
+        assert json.loads((tmp_path / shard.replace(".tar", ".stats.json")).read_text())["payload_bytes"] <= 1000

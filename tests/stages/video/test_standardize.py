@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,6 +13,7 @@ from video_media import SCENES, colour_of, decode_clip, describe, table
 
 from dataprep.columns import child_key
 from dataprep.stages.video import encode
+from dataprep.stages.video.plan import Geometry
 from dataprep.stages.video.scene_split import SceneSplit
 from dataprep.stages.video.standardize import Standardize, StandardizeParams
 
@@ -109,9 +111,9 @@ def test_long_policies(scenes_30fps: Path) -> None:
                                              height=48)).process_batch(table([row])).to_pylist()
     assert [(r["key"], r["frame_count"], r["_reject"]) for r in truncate] == [("vid", 96, None)]
     drop = Standardize(StandardizeParams(**{**FAST, "max_seconds": 4.0}, long_policy="drop")).process_batch(table([row]))
-    assert drop.column("_reject").to_pylist() == ["clip:too_long 9.500s > max_seconds 4.0s (long_policy=drop)"]
+    assert drop.column("_reject").to_pylist() == ["clip:too_long: 9.500s > max_seconds 4.0s (long_policy=drop)"]
     short = Standardize(StandardizeParams(min_seconds=10.0, max_seconds=None)).process_batch(table([row]))
-    assert short.column("_reject").to_pylist() == ["clip:too_short 9.500s < min_seconds 10.0s"]
+    assert short.column("_reject").to_pylist() == ["clip:too_short: 9.500s < min_seconds 10.0s"]
 
 
 def test_buckets_send_each_clip_to_the_nearest_aspect(scenes_30fps: Path, portrait: Path) -> None:
@@ -191,3 +193,56 @@ def test_nvenc_asked_without_a_gpu_fails_at_setup(monkeypatch: pytest.MonkeyPatc
     stage = Standardize(StandardizeParams(encoder="auto"))
     stage.setup()
     assert stage._encoder().codec == "libx264"
+
+
+def test_auto_encoder_takes_nvenc_when_it_is_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("dataprep.stages.video.standardize.nvenc_available", lambda: True)
+    stage = Standardize(StandardizeParams(encoder="auto", crf=23))
+    stage.setup()
+    encoder = stage._encoder()
+    assert encoder.codec == "h264_nvenc"
+    job = encode.ClipJob(0.0, 1.0, 24, Geometry(64, 48, "crop"), "/tmp/out.mp4")
+    argv = encode.build_argv("/in.mp4", [job], stream=0, fps=Fraction(24), source_fps=24.0, encoder=encoder,
+                             with_audio=False)
+    codec_args = argv[argv.index("-c:v"):argv.index("-movflags")]
+    assert codec_args[:2] == ["-c:v", "h264_nvenc"] and "-cq" in codec_args and "-crf" not in codec_args
+
+
+@pytest.mark.parametrize(("device", "encoders", "expected"), [
+    (False, "V..... h264_nvenc NVIDIA NVENC H.264 encoder", False),  # no GPU: never asks ffmpeg
+    (True, "V..... libx264 libx264 H.264", False),  # a GPU, but this ffmpeg was built without NVENC
+    (True, "V..... h264_nvenc NVIDIA NVENC H.264 encoder", True),
+])
+def test_nvenc_needs_both_a_device_and_an_ffmpeg_with_it(monkeypatch: pytest.MonkeyPatch, device: bool,
+                                                         encoders: str, expected: bool) -> None:
+    import subprocess
+
+    asked = []
+
+    def fake_run(argv, **kw):
+        asked.append(argv)
+        return subprocess.CompletedProcess(argv, 0, stdout=encoders, stderr="")
+
+    encode.nvenc_available.cache_clear()
+    monkeypatch.setattr(encode.os.path, "exists", lambda p: device if p == "/dev/nvidia0" else Path(p).exists())
+    monkeypatch.setattr(encode.subprocess, "run", fake_run)
+    try:
+        assert encode.nvenc_available() is expected
+        assert bool(asked) is device
+    finally:
+        encode.nvenc_available.cache_clear()
+
+
+def test_stalled_input_is_stopped_after_timeout_seconds(tmp_path: Path) -> None:
+    import os
+    import time
+
+    fifo = tmp_path / "stalled.mp4"
+    os.mkfifo(fifo)  # a reader blocks on it forever: nothing ever writes
+    row = {"key": "stalled", "source": str(fifo), "media_type": "video", "width": 64, "height": 48, "fps": 24.0,
+           "duration": 2.0, "has_audio": False, "video_stream": 0}
+    stage = Standardize(StandardizeParams(preset="ultrafast", min_seconds=1.0, width=64, height=48, timeout_seconds=2))
+    started = time.monotonic()
+    (out,) = stage.process_batch(pa.Table.from_pylist([row])).to_pylist()
+    assert time.monotonic() - started < 15  # 2 s of waiting plus start-up, not the stall
+    assert out["_reject"].startswith("error:FFmpegError") and "ran past 2s" in out["_reject"], out["_reject"]

@@ -17,6 +17,8 @@ import pyarrow as pa
 from dataprep import commit, ledger, paths, sink, storage
 
 _CHILD_SUFFIX = re.compile(r"_c\d{4}$")
+# Example details kept per reason code in the summary: enough to see the spread, bounded for 1M rejects.
+DETAIL_EXAMPLES = 3
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,11 @@ def _truncate(key: str, depth: int) -> str:
 
 
 def funnel(stages: list[StageInfo], kept: list[str], rejects: list[tuple[str, int, str]]) -> list[dict[str, Any]]:
-    """Rows in and out of each stage, and reasons, counted in that stage's unit (sources before a split)."""
+    """Rows in and out of each stage, and reasons, counted in that stage's unit (sources before a split).
+
+    `reasons` counts rows per reason code; `reason_details` keeps a few example details per
+    code (the ledger keeps every one).
+    """
     depth_after = []
     depth = 0
     for s in stages:
@@ -57,18 +63,35 @@ def funnel(stages: list[StageInfo], kept: list[str], rejects: list[tuple[str, in
         survivors.update(_truncate(k, d) for k, idx, _ in rejects if idx > s.index)
         mine = [(k, r) for k, idx, r in rejects if idx == s.index]
         reasons = Counter(reason_group(r) for _, r in mine)
+        details: dict[str, list[str]] = {}
+        for _, r in sorted(mine):
+            examples = details.setdefault(reason_group(r), [])
+            detail = reason_detail(r)
+            if detail is not None and detail not in examples and len(examples) < DETAIL_EXAMPLES:
+                examples.append(detail)
         rows_out = len(survivors)
         rows_in = previous_out if previous_out is not None else rows_out + len(mine)
         out_rows.append(
-            {"stage": s.name, "in": rows_in, "out": rows_out, "rejected": len(mine), "reasons": dict(sorted(reasons.items()))}
+            {"stage": s.name, "in": rows_in, "out": rows_out, "rejected": len(mine),
+             "reasons": dict(sorted(reasons.items())),
+             "reason_details": {g: d for g, d in sorted(details.items()) if d}}
         )
         previous_out = rows_out
     return out_rows
 
 
 def reason_group(reason: str) -> str:
-    """The reason's code without its details: `error:ValueError`, `size:min_side`, `duplicate`."""
-    return reason.split(" ", 1)[0].rstrip(":")
+    """The reason's code: all before the first `": "` (`size:min_side`, `brightness:too dark`, `error:ValueError`).
+
+    A reason is `family:code`, optionally followed by `: detail`; the code may hold spaces.
+    """
+    return reason.split(": ", 1)[0]
+
+
+def reason_detail(reason: str) -> str | None:
+    """What follows the reason's code (`shorter side 48px < 64px`), or None when it has no detail."""
+    _, sep, detail = reason.partition(": ")
+    return detail if sep else None
 
 
 def _concat_parts(uris: list[str]) -> pa.Table | None:

@@ -50,16 +50,16 @@ def _reason(p: SizeParams, w: int | None, h: int | None, d: float | None, kind: 
         return "size:unknown_dimensions"
     short, long_ = min(w, h), max(w, h)
     if p.min_side is not None and short < p.min_side:
-        return f"size:min_side shorter side {short}px < {p.min_side}px"
+        return f"size:min_side: shorter side {short}px < {p.min_side}px"
     if p.max_side is not None and long_ > p.max_side:
-        return f"size:max_side longer side {long_}px > {p.max_side}px"
+        return f"size:max_side: longer side {long_}px > {p.max_side}px"
     if p.max_aspect is not None and long_ / short > p.max_aspect:
-        return f"size:max_aspect aspect {long_ / short:.2f} > {p.max_aspect}"
+        return f"size:max_aspect: aspect {long_ / short:.2f} > {p.max_aspect}"
     if kind == "video":
         if d is None:
             return "size:unknown_duration"
         if p.min_seconds is not None and d < p.min_seconds:
-            return f"size:min_seconds duration {d:.2f}s < {p.min_seconds}s"
+            return f"size:min_seconds: duration {d:.2f}s < {p.min_seconds}s"
         if p.max_seconds is not None and d > p.max_seconds:
-            return f"size:max_seconds duration {d:.2f}s > {p.max_seconds}s"
+            return f"size:max_seconds: duration {d:.2f}s > {p.max_seconds}s"
     return None

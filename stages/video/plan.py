@@ -38,13 +38,13 @@ def plan_clips(
     """The clips of one scene; raises `ClipRejected` with the reason when there are none."""
     length = end - start
     if length + _EPS < min_seconds:
-        raise ClipRejected(f"clip:too_short {length:.3f}s < min_seconds {min_seconds}s")
+        raise ClipRejected(f"clip:too_short: {length:.3f}s < min_seconds {min_seconds}s")
     if max_seconds is None or frames_in(length, fps) <= frames_in(max_seconds, fps):
         # Within one output frame of max_seconds (a 2.002 s NTSC scene for a 2 s max) is not long.
         stop = min(end, start + max_seconds) if max_seconds is not None else end
         return [Clip(start, stop, frames_in(stop - start, fps), None)]
     if long_policy == "drop":
-        raise ClipRejected(f"clip:too_long {length:.3f}s > max_seconds {max_seconds}s (long_policy=drop)")
+        raise ClipRejected(f"clip:too_long: {length:.3f}s > max_seconds {max_seconds}s (long_policy=drop)")
     if long_policy == "truncate":
         return [Clip(start, start + max_seconds, frames_in(max_seconds, fps), None)]
     clips: list[Clip] = []

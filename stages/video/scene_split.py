@@ -121,7 +121,7 @@ class SceneSplit(Stage):
         with storage.open_local(row[columns.SOURCE]) as path:
             scenes = detect_scenes(path, settings, row.get(VIDEO_STREAM))
         if not scenes:  # with `fades`, a video dark from start to end holds no scene
-            raise Rejected(f"scene:all_dark every frame is darker than fade_threshold {settings.fade_threshold}")
+            raise Rejected(f"scene:all_dark: every frame is darker than fade_threshold {settings.fade_threshold}")
         return [{columns.KEY: columns.child_key(row[columns.KEY], i), columns.PARENT: row[columns.KEY],
                  "scene_start": scene.start, "scene_end": scene.end, "scene_start_frame": scene.start_frame,
                  "scene_end_frame": scene.end_frame} for i, scene in enumerate(scenes)]

@@ -35,9 +35,9 @@ def test_a_scene_within_one_frame_of_the_max_is_one_clip() -> None:
 
 def test_truncate_drop_and_too_short() -> None:
     assert _plan(2.0, 30.0, "truncate") == [(2.0, 7.0, 120, None)]
-    with pytest.raises(ClipRejected, match="too_long 28.000s > max_seconds 5.0s"):
+    with pytest.raises(ClipRejected, match="too_long: 28.000s > max_seconds 5.0s"):
         _plan(2.0, 30.0, "drop")
-    with pytest.raises(ClipRejected, match="too_short 1.500s < min_seconds 2.0s"):
+    with pytest.raises(ClipRejected, match="too_short: 1.500s < min_seconds 2.0s"):
         _plan(0.0, 1.5)
     assert _plan(0.0, 100.0, hi=None) == [(0.0, 100.0, 2400, None)]
 

@@ -1,10 +1,14 @@
 """Ingest: list the input (a folder, an s3:// prefix, one media file, or a csv/jsonl/parquet manifest) as rows.
 
+    stages:
+      - stage: ingest
+        media_types: [video]   # a text-to-video job: images in the input are rejected, not sharded
+
 Captions come from the manifest's caption column or from a sidecar `NAME.txt`
 beside `NAME.mp4`. A manifest without a file column is a text-only dataset: each
 row's caption is the sample (`media_type` "text"). Every listed thing becomes a row;
-what cannot be a sample (not media, a manifest row naming no file) is a rejected
-row with its reason, not silence.
+what cannot be a sample (not media, a manifest row naming no file, a media type the
+job does not take) is a rejected row with its reason, not silence.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 from pydantic import Field
@@ -33,6 +37,7 @@ SCHEMA = pa.schema(
     ]
 )
 MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".parquet")
+MediaType = Literal["video", "image", "text"]
 
 
 class IngestParams(StageParams):
@@ -47,6 +52,11 @@ class IngestParams(StageParams):
                                                      "key (made safe as a file name). None: the key hashes the "
                                                      "manifest's URI and the row number.")
     sidecar_captions: bool = Field(True, description="Read NAME.txt beside NAME.ext as the caption of a listed file.")
+    media_types: list[MediaType] = Field(["video", "image", "text"], min_length=1,
+                                         description="Media types the job takes (video, image, text: a text-only "
+                                                     "manifest's rows). A listed item of another type is rejected "
+                                                     "(`input:media_type`), so a video job's shards hold no stills. "
+                                                     "Default: all.")
     batch_rows: int = Field(10_000, gt=0, description="Rows per listed block; bounds driver memory per block.")
 
 
@@ -79,8 +89,18 @@ class Ingest(Source):
 
     def _row(self, uri: str, caption: str | None) -> dict[str, Any]:
         media_type = media_type_of(uri)
-        reject = None if media_type else f"unsupported:extension {extension(uri) or '(none)'!r} is not a known video or image type"
+        if media_type is None:
+            reject = f"unsupported:extension: {extension(uri) or '(none)'!r} is not a known video or image type"
+        else:
+            reject = self._unwanted(media_type)
         return _listed(columns.source_key(uri), uri, caption, media_type, reject)
+
+    def _unwanted(self, media_type: str) -> str | None:
+        """The rejection of an item whose media type the job does not take, else None."""
+        wanted = self.params.media_types
+        if media_type in wanted:
+            return None
+        return f"input:media_type: {media_type}, this job takes {', '.join(wanted)} (ingest option `media_types`)"
 
     def _folder_rows(self, uri: str) -> Iterator[dict[str, Any]]:
         single_file = not storage.is_s3(uri) and os.path.isfile(storage.local_path(uri))
@@ -118,7 +138,7 @@ class Ingest(Source):
         for number, (item, caption) in enumerate(zip(uris, captions, strict=True), start=1):
             item = str(item).strip() if item is not None else ""
             if not item:
-                yield _manifest_reject(uri, number, f"no_uri {_where(uri, number)} has no {p.uri_column!r}")
+                yield _manifest_reject(uri, number, f"no_uri: {_where(uri, number)} has no {p.uri_column!r}")
                 continue
             resolved = _resolve(item, base)
             if caption is None and not has_caption:
@@ -155,15 +175,15 @@ class Ingest(Source):
             ident = str(ident).strip() if ident is not None else ""
             key = _row_key(uri, number) if p.key_column is None else columns.safe_key(ident) if ident else ""
             if not isinstance(text, str) or not text.strip():
-                yield _manifest_reject(uri, number, f"no_text {where} has no {p.caption_column!r}")
+                yield _manifest_reject(uri, number, f"no_text: {where} has no {p.caption_column!r}")
             elif not key:
-                yield _manifest_reject(uri, number, f"no_key {where} has no {p.key_column!r}")
+                yield _manifest_reject(uri, number, f"no_key: {where} has no {p.key_column!r}")
             elif key in first_row:
-                yield _manifest_reject(uri, number, f"duplicate_key {where} repeats {p.key_column!r} {ident!r} "
+                yield _manifest_reject(uri, number, f"duplicate_key: {where} repeats {p.key_column!r} {ident!r} "
                                                     f"of row {first_row[key]}")
             else:
                 first_row[key] = number
-                yield _listed(key, _row_source(uri, number), text, TEXT, None)
+                yield _listed(key, _row_source(uri, number), text, TEXT, self._unwanted(TEXT))
 
 
 def _listed(key: str, source: str, caption: str | None, media_type: str | None,

@@ -32,7 +32,7 @@ def test_folder_with_sidecars_and_unsupported_files(tmp_path):
     assert set(rows) == {"a.mp4", "b.JPG", "notes.xyz"}
     assert rows["a.mp4"]["caption"] == "a cat on a mat" and rows["a.mp4"]["media_type"] == "video"
     assert rows["b.JPG"]["media_type"] == "image" and rows["b.JPG"]["caption"] is None
-    assert rows["notes.xyz"]["_reject"].startswith("unsupported:extension")
+    assert rows["notes.xyz"]["_reject"] == "unsupported:extension: '.xyz' is not a known video or image type"
     assert all(r["_reject"] is None for n, r in rows.items() if n != "notes.xyz")
 
 
@@ -97,7 +97,7 @@ def test_manifest_rows_without_uri_are_rejected_with_keys_from_their_row(tmp_pat
     rows = _rows(Ingest, str(path))
     assert len(rows) == len(uris)  # every manifest row is listed once, kept or rejected
     empty = [r for r in rows if r["_reject"] is not None]
-    assert [r["_reject"] for r in empty] == [f"input:no_uri row {n} of list.{fmt} has no 'uri'" for n in (2, 3, 4)]
+    assert [r["_reject"] for r in empty] == [f"input:no_uri: row {n} of list.{fmt} has no 'uri'" for n in (2, 3, 4)]
     assert [r["source"] for r in empty] == [f"{path}#{n}" for n in (2, 3, 4)]
     # The key comes from the manifest and the row number, not from where the row fell in a block.
     one_per_block = _rows(Ingest, str(path), batch_rows=1)
@@ -117,8 +117,8 @@ def test_text_only_manifest_lists_its_texts(tmp_path):
     kept = [r for r in rows if r["_reject"] is None]
     assert [(r["caption"], r["media_type"]) for r in kept] == [("a dog on a beach", "text"), ("two cats", "text"),
                                                                ("two cats", "text")]
-    assert [r["_reject"] for r in rows if r["_reject"]] == ["input:no_text row 3 of captions.jsonl has no 'caption'",
-                                                            "input:no_text row 4 of captions.jsonl has no 'caption'"]
+    assert [r["_reject"] for r in rows if r["_reject"]] == ["input:no_text: row 3 of captions.jsonl has no 'caption'",
+                                                            "input:no_text: row 4 of captions.jsonl has no 'caption'"]
     keys = [r["key"] for r in rows]
     assert len(set(keys)) == 5 and keys == [r["key"] for r in _rows(Ingest, path, batch_rows=2)]
     assert keys[0].startswith("captions_1-") and all(r["key"].replace("-", "").replace("_", "").isalnum() for r in rows)
@@ -130,8 +130,8 @@ def test_text_only_manifest_takes_keys_from_a_named_id_column(tmp_path):
     rows = _rows(Ingest, path, caption_column="text", key_column="id")
     assert [(r["key"], r["caption"], r["_reject"]) for r in rows[:2]] == [("38", "a motorcycle", None),
                                                                          ("182", "a cubicle", None)]
-    assert rows[2]["_reject"] == "input:duplicate_key row 3 of coco.jsonl repeats 'id' '38' of row 1"
-    assert rows[3]["_reject"] == "input:no_key row 4 of coco.jsonl has no 'id'"
+    assert rows[2]["_reject"] == "input:duplicate_key: row 3 of coco.jsonl repeats 'id' '38' of row 1"
+    assert rows[3]["_reject"] == "input:no_key: row 4 of coco.jsonl has no 'id'"
     assert len({r["key"] for r in rows}) == 4
     with pytest.raises(ValueError, match="no column 'ident'.*key_column"):
         _rows(Ingest, path, caption_column="text", key_column="ident")
@@ -155,3 +155,31 @@ def test_key_column_is_refused_for_a_manifest_of_files(tmp_path):
     path = _jsonl(tmp_path / "list.jsonl", [{"uri": "a.mp4", "id": 1}])
     with pytest.raises(ValueError, match="key_column"):
         _rows(Ingest, path, key_column="id")
+
+
+def test_media_types_rejects_what_the_job_does_not_take(tmp_path):
+    """A video-only job lists every file once: its videos kept, its stills rejected with the option to change."""
+    rows = {r["source"].rsplit("/", 1)[-1]: r for r in _rows(Ingest, str(_tree(tmp_path)), media_types=["video"])}
+    assert set(rows) == {"a.mp4", "b.JPG", "notes.xyz"}  # nothing dropped silently
+    assert rows["a.mp4"]["_reject"] is None
+    assert rows["b.JPG"]["_reject"] == "input:media_type: image, this job takes video (ingest option `media_types`)"
+    assert rows["b.JPG"]["media_type"] == "image"  # the ledger still tells what it was
+    assert rows["notes.xyz"]["_reject"].startswith("unsupported:extension: ")
+    images = {r["source"].rsplit("/", 1)[-1]: r["_reject"] for r in _rows(Ingest, str(tmp_path), media_types=["image"])}
+    assert images["b.JPG"] is None and images["a.mp4"].startswith("input:media_type: video, this job takes image")
+
+
+def test_media_types_applies_to_manifests_and_text_rows(tmp_path):
+    files = _jsonl(tmp_path / "files.jsonl", [{"uri": "a.mp4"}, {"uri": "b.png"}])
+    assert [r["_reject"] is None for r in _rows(Ingest, files, media_types=["image"])] == [False, True]
+    texts = _jsonl(tmp_path / "captions.jsonl", [{"caption": "a dog"}])
+    assert _rows(Ingest, texts)[0]["_reject"] is None  # the default takes every type
+    (row,) = _rows(Ingest, texts, media_types=["video", "image"])
+    assert row["_reject"] == "input:media_type: text, this job takes video, image (ingest option `media_types`)"
+
+
+def test_media_types_refuses_unknown_or_empty_lists():
+    with pytest.raises(ValueError, match="media_types"):
+        Ingest.Params(media_types=["audio"])
+    with pytest.raises(ValueError, match="media_types"):
+        Ingest.Params(media_types=[])

@@ -48,7 +48,7 @@ def test_example_filters_and_records_its_rejections(plugin, tmp_path):
     kept = StageTask(planned, str(tmp_path / "out"))(batch)
     assert kept.column("key").to_pylist() == ["wide", "square"]
     (row,) = read_ledger(tmp_path / "out")
-    assert row["key"] == "tall" and row["reason"] == "portrait:ratio 1.78" and '"height": 640' in row["scores"]
+    assert row["key"] == "tall" and row["reason"] == "portrait:ratio: 1.78" and '"height": 640' in row["scores"]
 
 
 def test_example_option_typo_is_refused(plugin, tmp_path):
@@ -56,3 +56,18 @@ def test_example_option_typo_is_refused(plugin, tmp_path):
                            "stages": [{"stage": "ingest"}, {"stage": "probe"}, {"stage": "no_portrait", "max_ration": 2}]})
     with pytest.raises(ConfigError, match="did you mean `max_ratio`"):
         build_plan(config)
+
+
+def test_readme_stage_tests_run_as_written(plugin, tmp_path):
+    """The README's two examples of testing a stage, run against its plugin example."""
+    section = README.read_text().split("## Writing a stage", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 3, "the plugin example and two test examples"
+    namespace: dict = {}
+    exec(blocks[0], namespace)  # noqa: S102 - the README's own text is what is tested
+    for block in blocks[1:]:
+        exec(block, namespace)  # noqa: S102
+    tests = [name for name in namespace if name.startswith("test_")]
+    assert tests == ["test_no_portrait", "test_no_portrait_goes_to_the_ledger"]
+    namespace["test_no_portrait"]()
+    namespace["test_no_portrait_goes_to_the_ledger"](tmp_path)

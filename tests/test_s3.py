@@ -70,3 +70,29 @@ def test_job_from_s3_to_s3(s3_server, sample_dir):
 
     again = subprocess.run([*cli, *args], env=env, check=True, timeout=300, cwd=REPO, capture_output=True, text=True)
     assert "(0 new rows" in again.stdout
+
+
+def test_global_stage_segment_on_s3_and_resume(s3_server, sample_dir, tmp_path):
+    """The Parquet segment before a global stage is written to and read from S3, and a rerun reuses it."""
+    import boto3
+
+    env = s3_server
+    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="testing",
+                      aws_secret_access_key="testing", region_name="us-east-1")
+    s3.create_bucket(Bucket="seg")
+    config = tmp_path / "job.yaml"
+    config.write_text(f"input: {sample_dir}\noutput: s3://seg/out\nplugins: [tests.plugin_stages]\n"
+                      "stages:\n  - stage: ingest\n  - stage: probe\n  - stage: same_caption\n  - stage: size_filter\n")
+    cli = [sys.executable, "-m", "dataprep.cli"]
+    subprocess.run([*cli, "run", str(config), "-q"], env=env, check=True, timeout=300, cwd=REPO)
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="seg", Prefix="out/")["Contents"]}
+    segment = [k for k in keys if k.startswith("out/_work/segment-002/")]
+    assert "out/_work/segment-002/_SUCCESS" in segment and any(k.endswith(".parquet") for k in segment)
+    summary = json.loads(s3.get_object(Bucket="seg", Key="out/summary.json")["Body"].read())
+    inputs = len((sample_dir / "manifest.jsonl").read_text().splitlines())
+    assert summary["totals"]["kept"] + summary["totals"]["rejected"] == inputs
+    funnel = {f["stage"]: f for f in summary["funnel"]}
+    assert funnel["same_caption"]["reasons"] == {"duplicate": 4}
+    again = subprocess.run([*cli, "run", str(config), "-q"], env=env, check=True, timeout=300, cwd=REPO,
+                           capture_output=True, text=True)
+    assert "(0 new rows" in again.stdout

@@ -87,7 +87,7 @@ def test_every_caption_ends_once_in_a_shard_or_the_ledger(text_job):
     assert sorted(sources) == sorted(f"{manifest}#{n}" for n in range(1, len(lines) + 1))
     assert len({r["key"] for r in kept} | {r["key"] for r in rejects}) == len(lines)
     (empty,) = [r for r in rejects if r["stage"] == "ingest"]
-    assert empty["reason"] == f"input:no_text row {len(lines)} of captions.jsonl has no 'caption'"
+    assert empty["reason"] == f"input:no_text: row {len(lines)} of captions.jsonl has no 'caption'"
 
 
 def test_near_duplicates_are_in_the_ledger_with_the_row_they_repeat(text_job):

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import dataclass
 
 import pyarrow as pa
 
-from dataprep import owner, paths, storage
+from dataprep import ledger, owner, paths, storage
 
 log = logging.getLogger(__name__)
 _SHARD_INDEX = re.compile(r"shard-(\d+)\.(?:tar|stats\.json)$")
@@ -31,17 +32,21 @@ def has_orphans(output: str) -> bool:
 
 
 def clean_orphans(output: str, *, dry_run: bool = False) -> list[str]:
-    """Remove shards, manifest parts and temporary files that have no commit record; returns them."""
-    removed: list[str] = []
+    """Remove what no commit record covers, and superseded records that double a key; returns the files.
+
+    Orphans: shards, manifest parts and temporary files a killed run left without a commit record.
+    Superseded records: see `superseded_records`.
+    """
+    removed: list[str] = [u for record in superseded_records(output) for u in record_files(output, record)]
     shard_files = storage.list_files(paths.under(output, paths.SHARDS_DIR))
-    committed = {u[: -len(".stats.json")] for u in shard_files if u.endswith(".stats.json")}
+    committed = {u[: -len(".stats.json")] for u in shard_files if u.endswith(".stats.json") and u not in removed}
     committed_names = {c.rsplit("/", 1)[-1] for c in committed}
     for uri in shard_files:
-        if _LEFTOVER.search(uri) or (uri.endswith(".tar") and uri[: -len(".tar")] not in committed):
+        if uri not in removed and (_LEFTOVER.search(uri) or (uri.endswith(".tar") and uri[: -len(".tar")] not in committed)):
             removed.append(uri)
     for uri in storage.list_files(paths.under(output, paths.MANIFEST_PARTS_DIR)):
         stem = uri.rsplit("/", 1)[-1].removesuffix(".parquet")
-        if _LEFTOVER.search(uri) or (uri.endswith(".parquet") and stem not in committed_names):
+        if uri not in removed and (_LEFTOVER.search(uri) or (uri.endswith(".parquet") and stem not in committed_names)):
             removed.append(uri)
     for folder in (paths.LEDGER_PARTS_DIR, paths.LINEAGE_DIR):
         for uri in storage.list_files(storage.join(output, folder)):
@@ -50,8 +55,60 @@ def clean_orphans(output: str, *, dry_run: bool = False) -> list[str]:
     if removed and not dry_run:
         for uri in removed:
             storage.remove(uri)
-        log.info("removed %d files a previous run left uncommitted", len(removed))
+        log.info("removed %d files a previous run left uncommitted or committed twice", len(removed))
     return removed
+
+
+@dataclass(frozen=True)
+class Record:
+    """A commit record: a shard's stats file or a ledger part, the run that wrote it, the keys it commits."""
+
+    uri: str
+    token: str | None
+    keys: tuple[str, ...]
+
+
+def commit_records(output: str) -> list[Record]:
+    """Every commit record of `output`."""
+    records = []
+    for uri in stats_files(output):
+        stats = json.loads(storage.read_bytes(uri))
+        records.append(Record(uri, stats.get("token"), tuple(stats["keys"])))
+    for uri in storage.list_files(paths.under(output, paths.LEDGER_PARTS_DIR)):
+        if uri.endswith(".parquet"):
+            table = storage.read_parquet(uri)
+            records.append(Record(uri, ledger.part_token(table), tuple(table.column("key").to_pylist())))
+    return records
+
+
+def superseded_records(output: str) -> list[Record]:
+    """Records that commit a key another record commits too, all but the one of the latest run.
+
+    A worker of a superseded run can pass its owner check just before a new run takes over
+    and write its record after the new run has read what is committed; the new run then
+    commits the same keys again. Of the records holding a key twice, the latest owner's is
+    kept; the others go, and their other keys become uncommitted again, so the run that
+    removes them processes those keys anew: each key ends committed once.
+    """
+    order = owner.succession(output)
+    records = sorted(commit_records(output), key=lambda r: (order.get(r.token, -1), r.uri), reverse=True)
+    seen: set[str] = set()
+    superseded = []
+    for record in records:  # latest first: a record loses when a later one already holds one of its keys
+        if seen.intersection(record.keys):
+            superseded.append(record)
+        else:
+            seen.update(record.keys)
+    return superseded
+
+
+def record_files(output: str, record: Record) -> list[str]:
+    """The files that go with a record: a shard's tar and manifest part, or the ledger part itself."""
+    if not record.uri.endswith(".stats.json"):
+        return [record.uri]
+    base = record.uri[: -len(".stats.json")]
+    index = int(_SHARD_INDEX.search(record.uri).group(1))
+    return [record.uri, base + ".tar", paths.under(output, paths.manifest_part(index))]
 
 
 def next_shard_index(output: str) -> int:

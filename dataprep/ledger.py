@@ -28,6 +28,15 @@ SCHEMA = pa.schema(
     ]
 )
 
+# Schema metadata of a ledger part: the token of the run that wrote it.
+TOKEN_KEY = "dataprep.token"
+
+
+def part_token(table: pa.Table) -> str | None:
+    """The token of the run that wrote a ledger part (None when unknown)."""
+    token = (table.schema.metadata or {}).get(TOKEN_KEY.encode("ascii"), b"").decode("ascii")
+    return token or None
+
 
 def rejects_table(batch: pa.Table, *, stage: str, stage_index: int, score_columns: tuple[str, ...]) -> pa.Table:
     """Ledger rows for the rows of `batch` whose `_reject` is set."""
@@ -66,7 +75,7 @@ def write_part(output: str, table: pa.Table, *, token: str | None = None) -> str
         digest.update(key.encode("utf-8") + b"\0")
     stage_index = table.column("stage_index")[0].as_py()
     uri = paths.under(output, paths.ledger_part(stage_index, digest.hexdigest()[:20]))
-    data = storage.parquet_bytes(table)
+    data = storage.parquet_bytes(table.replace_schema_metadata({TOKEN_KEY: token or ""}))
     owner.assert_owner(output, token)
     storage.write_atomic(uri, data)
     return uri

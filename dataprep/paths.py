@@ -6,6 +6,7 @@
       manifest.parquet  rejects.parquet  summary.json
       _work/job.json                           the config fingerprint of the job that owns the folder
       _work/owner                              the token of the run allowed to commit
+      _work/owners/NANOS-TOKEN                 every run that took ownership, in order
       _work/manifest/shard-NNNNNN.parquet      manifest rows of one committed shard
       _work/rejects/SSS-HASH.parquet           ledger parts
       _work/lineage/HASH.parquet               parent key -> child keys of split stages
@@ -21,6 +22,8 @@ MANIFEST_PARTS_DIR = "_work/manifest"
 LEDGER_PARTS_DIR = "_work/rejects"
 LINEAGE_DIR = "_work/lineage"
 OWNER_FILE = "_work/owner"
+# One empty file per run that took ownership, named so that they sort in the order they took it.
+OWNERS_DIR = "_work/owners"
 JOB_FILE = "_work/job.json"
 MANIFEST = "manifest.parquet"
 REJECTS = "rejects.parquet"

@@ -175,6 +175,7 @@ class ShardWriter:
             "bytes": tar_bytes,
             "payload_bytes": shard.bytes,
             "keys": shard.keys,
+            "token": self.token,
             "fields": summarize_fields([{k: v for k, v in r.items() if k != "shard"} for r in shard.rows]),
         }
         owner.assert_owner(self.output, self.token)

@@ -35,6 +35,26 @@ def print_summary(summary: dict[str, Any], *, title: str, fields: bool = False) 
         console.print(ftable)
 
 
+def next_commands(output: str, summary: dict[str, Any]) -> list[str]:
+    """The commands that look at a finished job's output: statistics, the HTML report, one shard."""
+    out = output.rstrip("/")
+    commands = [f"dataprep stats {out}", f"dataprep stats {out} --html {out}/report.html"]
+    if summary.get("shards"):
+        commands.append(f"dataprep inspect {out}/{summary['shards'][0]['shard']}")
+    return commands
+
+
+def print_run_end(output: str, summary: dict[str, Any]) -> None:
+    """Print where a run's output is and the commands to look at it."""
+    from rich.console import Console
+
+    console = Console()
+    console.print(f"[bold]output[/bold]: {output}")
+    console.print("next:")
+    for command in next_commands(output, summary):
+        console.print(f"  {command}", highlight=False, markup=False)
+
+
 def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.4g}"
 

@@ -8,6 +8,7 @@ a rerun resumes from there), and reach the sink, which commits whole shards.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -22,8 +23,9 @@ from dataprep.errors import ConfigError, FatalStageError
 from dataprep.finalize import StageInfo, finalize
 from dataprep.members import declared_members
 from dataprep.plan import Plan, PlannedStage
+from dataprep.progress import CountedStageTask, ProgressView, Tally, report
 from dataprep.sink import ShardWriter
-from dataprep.stage_task import StageTask, record_rejects, sanitize_keys
+from dataprep.stage_task import record_rejects, sanitize_keys
 
 log = logging.getLogger(__name__)
 # Ray binds to 127.0.0.1 instead of the machine's address when this is "0" (a single-node cluster).
@@ -72,9 +74,13 @@ def _under(folder: str) -> Any:
     return lambda uri: not storage.is_s3(uri) and os.path.realpath(storage.local_path(uri)).startswith(root)
 
 
-def _blocks(table: pa.Table, cpus: int) -> list[pa.Table]:
-    """Cut the listing into blocks small enough that every CPU gets work from the start."""
-    rows = max(1, min(1000, table.num_rows // max(1, cpus * 4)))
+def _block_rows(rows: int, cpus: int) -> int:
+    """Rows per block of the listing: about four blocks per CPU, so every CPU gets work from the start."""
+    return max(1, min(1000, rows // max(1, cpus * 4)))
+
+
+def _blocks(table: pa.Table, rows: int) -> list[pa.Table]:
+    """Cut the listing into blocks of `rows` rows."""
     return [table.slice(i, rows) for i in range(0, table.num_rows, rows)]
 
 
@@ -86,8 +92,8 @@ def _drop_keys(batch: pa.Table, keys: frozenset[str]) -> pa.Table:
 def _task_fn(planned: PlannedStage) -> Any:
     """A map function named after the stage, so Ray's progress shows stage names."""
 
-    def run(batch: pa.Table, planned: PlannedStage, output: str, token: str) -> pa.Table:
-        task = StageTask(planned, output, token)
+    def run(batch: pa.Table, planned: PlannedStage, output: str, token: str, tally: Any) -> pa.Table:
+        task = CountedStageTask(planned, output, token, tally)
         try:
             return task(batch)
         finally:
@@ -97,9 +103,10 @@ def _task_fn(planned: PlannedStage) -> Any:
     return run
 
 
-def _record_global_rejects(batch: pa.Table, planned: PlannedStage, output: str, token: str) -> pa.Table:
+def _record_global_rejects(batch: pa.Table, planned: PlannedStage, output: str, token: str, tally: Any) -> pa.Table:
     kept, rejected = split_rejects(batch)
     record_rejects(rejected, planned, output, token=token)
+    report(tally, planned.name, batch.num_rows, kept.num_rows, rejected.num_rows)
     return kept
 
 
@@ -120,21 +127,30 @@ def _actor_pool(planned: PlannedStage, cpus: int) -> Any:
     if workers is None:
         # One actor per CPU share on CPU; one per GPU stage by default, since GPUs are counted, not shared.
         workers = 1 if planned.resources.gpus else max(1, int(cpus // max(planned.resources.cpus, 1)))
+    # A batch queued behind a long one on a busy CPU actor waits while another actor idles (the
+    # first actor up would take four); a GPU actor keeps Ray's default queue, which hides transfers.
+    in_flight = None if planned.resources.gpus else 1
     if isinstance(workers, tuple):
-        return ray.data.ActorPoolStrategy(min_size=workers[0], max_size=workers[1])
-    return ray.data.ActorPoolStrategy(size=workers)
+        return ray.data.ActorPoolStrategy(min_size=workers[0], max_size=workers[1],
+                                          max_tasks_in_flight_per_actor=in_flight)
+    return ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=in_flight)
 
 
-def _apply_stage(ds: Any, planned: PlannedStage, output: str, token: str, cpus: int) -> Any:
+def _apply_stage(ds: Any, planned: PlannedStage, output: str, token: str, cpus: int, *,
+                 max_batch: int, tally: Any) -> Any:
     import ray.data
 
-    common = {"batch_size": planned.batch_size, "batch_format": "pyarrow", **_remote_args(planned)}
+    # Ray fuses consecutive stages into one operator whose input bundles hold as many rows as the
+    # largest batch_size among them: the 256 rows of a cheap filter would make the video stages
+    # after it one task on one CPU. No batch above the listing's block size keeps every block a task.
+    batch_size = min(planned.batch_size, max_batch)
+    common = {"batch_size": batch_size, "batch_format": "pyarrow", **_remote_args(planned)}
     if planned.cls.needs_actor() or planned.resources.gpus:
-        return ds.map_batches(StageTask, fn_constructor_args=(planned, output, token),
+        return ds.map_batches(CountedStageTask, fn_constructor_args=(planned, output, token, tally),
                               compute=_actor_pool(planned, cpus), **common)
     if planned.concurrency:
         common["compute"] = ray.data.TaskPoolStrategy(size=planned.concurrency)
-    return ds.map_batches(_task_fn(planned), fn_args=(planned, output, token), **common)
+    return ds.map_batches(_task_fn(planned), fn_args=(planned, output, token, tally), **common)
 
 
 class RayExecutor:
@@ -253,28 +269,53 @@ def _make_datasink(plan: Plan, token: str) -> Any:
     return ShardDatasink()
 
 
-def init_ray(plan: Plan, *, address: str | None = None, progress: bool = True) -> int:
-    """Connect to `address` or start embedded Ray; returns the CPUs Ray has."""
+def _worker_env() -> dict[str, str]:
+    """Environment variables every worker needs: the import path of plugins, the ffmpeg the driver chose."""
+    paths_ = [os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in paths_ if p))}
+    # Workers must run the ffmpeg the driver chose and logged.
+    env.update({k: os.environ[k] for k in ("DATAPREP_FFMPEG",) if k in os.environ})
+    return env
+
+
+def _quiet_ray_data(verbose: bool) -> None:
+    """Show Ray Data's INFO and WARNING lines on the console only when verbose; its log file keeps them."""
+    import ray.data  # noqa: F401 - importing it installs Ray Data's handlers
+
+    level = logging.INFO if verbose else logging.ERROR
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(level)
+
+
+def init_ray(plan: Plan, *, address: str | None = None, progress: bool = True, verbose: bool = False) -> int:
+    """Connect to `address` or start embedded Ray; returns the CPUs Ray has.
+
+    Unless `verbose`, Ray's own INFO and WARNING lines are hidden (its errors still show),
+    and so are Ray Data's progress bars: the run draws its own per stage.
+    """
     address = address or plan.config.ray.address
     if not address:
         # Embedded Ray is one node: keep its ports on loopback instead of the machine's network address.
         os.environ.setdefault(LOOPBACK_ONLY_ENV, "0")
     import ray
 
-    env = {"PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)}
-    # Workers must run the ffmpeg the driver chose and logged.
-    env.update({k: os.environ[k] for k in ("DATAPREP_FFMPEG",) if k in os.environ})
+    _quiet_ray_data(verbose)
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}, "logging_level": logging.WARNING}
+        kwargs: dict[str, Any] = {"logging_level": logging.INFO if verbose else logging.ERROR}
         if address:
-            kwargs["address"] = address
+            kwargs.update(address=address, runtime_env={"env_vars": _worker_env()})
         else:
+            # Embedded Ray's workers inherit the driver's environment. A runtime_env would make each
+            # worker wait for the runtime-env agent instead of taking a prestarted one (3-6 s per run).
+            os.environ.update(_worker_env())
             # "local" always starts a new instance: a `ray start` cluster on this machine is not ours to join.
             kwargs.update(address="local", num_cpus=plan.config.ray.num_cpus, include_dashboard=False)
         ray.init(**kwargs)
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = progress
+    ctx.enable_progress_bars = progress and verbose
     ctx.print_on_execution_start = False
+    ctx.verbose_stats_logs = False
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
@@ -290,7 +331,8 @@ def check_tools(plan: Plan) -> list[str]:
     return [finders[tool]() for tool in needed]
 
 
-def _pipeline(ds: Any, plan: Plan, output: str, token: str, committed: set[str], cpus: int) -> Any | None:
+def _pipeline(ds: Any, plan: Plan, output: str, token: str, committed: set[str], cpus: int, *,
+              max_batch: int, tally: Any) -> Any | None:
     """The lazy dataset of every stage after the source; None when no row is left to reach the sink."""
     keys_ref = frozenset(committed)
     for planned in plan.stages:
@@ -299,17 +341,21 @@ def _pipeline(ds: Any, plan: Plan, output: str, token: str, committed: set[str],
             if ds is None:
                 return None
             ds = planned.instantiate().run(ds, RayExecutor())
-            ds = ds.map_batches(_record_global_rejects, fn_args=(planned, output, token),
+            ds = ds.map_batches(_record_global_rejects, fn_args=(planned, output, token, tally),
                                 batch_format="pyarrow", batch_size=None)
         else:
-            ds = _apply_stage(ds, planned, output, token, cpus)
+            ds = _apply_stage(ds, planned, output, token, cpus, max_batch=max_batch, tally=tally)
         if committed and (planned.is_global or planned.cls.expands):
             ds = ds.map_batches(_drop_keys, fn_args=(keys_ref,), batch_format="pyarrow", batch_size=None)
     return ds
 
 
-def run_plan(plan: Plan, *, address: str | None = None, progress: bool = True) -> RunResult:
-    """Run a validated plan into its output; resumes whatever a previous run committed."""
+def run_plan(plan: Plan, *, address: str | None = None, progress: bool = True, verbose: bool = False) -> RunResult:
+    """Run a validated plan into its output; resumes whatever a previous run committed.
+
+    `progress` draws rows in, out and rejected per stage on stderr while it runs;
+    `verbose` also shows Ray's own INFO and WARNING lines.
+    """
     start = time.monotonic()
     output = plan.config.output
     try:
@@ -334,18 +380,40 @@ def run_plan(plan: Plan, *, address: str | None = None, progress: bool = True) -
         todo, source_rejects = _new_rows(listed, committed)
         record_rejects(source_rejects, plan.source, output, token=token)
     new_rows = todo.num_rows
+    log.debug("listed %d rows, %d to do, in %.2f s", listed.num_rows, new_rows, time.monotonic() - start)
     if new_rows:
-        import ray
+        _execute(plan, todo, committed, token, address=address, progress=progress, verbose=verbose)
+    mark = time.monotonic()
+    summary = finalize(output, stage_infos(plan))
+    log.debug("final files written in %.2f s", time.monotonic() - mark)
+    return RunResult(output=output, new_rows=new_rows, wall_seconds=time.monotonic() - start, summary=summary)
 
-        cpus = init_ray(plan, address=address, progress=progress)
-        try:
-            ds = _pipeline(ray.data.from_arrow(_blocks(todo, cpus)), plan, output, token, committed, cpus)
+
+def _execute(plan: Plan, todo: pa.Table, committed: set[str], token: str, *, address: str | None,
+             progress: bool, verbose: bool) -> None:
+    """Run the rows `todo` through every stage into the sink on Ray."""
+    import ray
+
+    mark = time.monotonic()
+    cpus = init_ray(plan, address=address, progress=progress, verbose=verbose)
+    log.debug("ray ready with %d CPUs in %.2f s", cpus, time.monotonic() - mark)
+    mark = time.monotonic()
+    rows = _block_rows(todo.num_rows, cpus)
+    tally = ray.remote(num_cpus=0)(Tally).remote() if progress else None
+    view = (ProgressView([p.name for p in plan.stages], todo.num_rows, lambda: ray.get(tally.snapshot.remote()))
+            if progress else contextlib.nullcontext())
+    try:
+        with view:
+            ds = _pipeline(ray.data.from_arrow(_blocks(todo, rows)), plan, plan.config.output, token, committed,
+                           cpus, max_batch=rows, tally=tally)
             if ds is not None:
                 ds.write_datasink(_make_datasink(plan, token), ray_remote_args={"max_retries": 0})
-        except Exception as exc:
-            fatal = FatalStageError.find(exc)
-            if fatal is None:
-                raise
-            raise fatal from None
-    summary = finalize(output, stage_infos(plan))
-    return RunResult(output=output, new_rows=new_rows, wall_seconds=time.monotonic() - start, summary=summary)
+    except Exception as exc:
+        fatal = FatalStageError.find(exc)
+        if fatal is None:
+            raise
+        raise fatal from None
+    finally:
+        if tally is not None:
+            ray.kill(tally)
+    log.debug("stages and sink done in %.2f s", time.monotonic() - mark)

@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
@@ -153,3 +154,26 @@ def test_output_inside_input_is_not_read_back(ray_session, sample_dir, tmp_path)
     sources = [r["source"] for r in pq.read_table(out / "rejects.parquet").to_pylist()]
     assert not [s for s in sources if "/out/" in s]
     assert first.summary["totals"] == again.summary["totals"]
+
+
+def test_small_input_is_cut_so_every_cpu_gets_work(sample_dir, tmp_path):
+    """No stage's batch outgrows a block: Ray fuses stages and bundles rows by their largest batch_size."""
+    from dataprep import runner
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.batch_sizes: list[int] = []
+
+        def map_batches(self, fn, **kwargs):
+            self.batch_sizes.append(kwargs["batch_size"])
+            return self
+
+    plan = build_plan(load_config(QUICKSTART, input=str(sample_dir), output=str(tmp_path / "out")))
+    cpus, rows = 2, 49
+    block = runner._block_rows(rows, cpus)
+    blocks = runner._blocks(pa.table({"key": [str(i) for i in range(rows)]}), block)
+    ds = Recorder()
+    runner._pipeline(ds, plan, str(tmp_path / "out"), "token", set(), cpus, max_batch=block, tally=None)
+    assert len(blocks) >= 2 * cpus
+    assert max(plan.stages, key=lambda p: p.batch_size).batch_size > block  # size_filter asks for 256
+    assert ds.batch_sizes and max(ds.batch_sizes) <= block

@@ -222,7 +222,7 @@ class Standardize(Stage):
         w, h = row["width"], row["height"]
         if p.buckets is not None:
             if not w or not h:
-                raise ClipRejected("clip:unknown dimensions, cannot choose a bucket")
+                raise ClipRejected("clip:unknown_dimensions: cannot choose a bucket")
             bw, bh = nearest_bucket(w, h, p.buckets)
             geometry = Geometry(bw, bh, p.resize_mode, f"{bw}x{bh}")
         else:
@@ -230,7 +230,7 @@ class Standardize(Stage):
         if p.max_upscale is not None and w and h:
             factor = upscale_factor(w, h, geometry)
             if factor > p.max_upscale + 1e-9:
-                raise ClipRejected(f"clip:too_small {w}x{h} needs {factor:.1f}x upscale to "
+                raise ClipRejected(f"clip:too_small: {w}x{h} needs {factor:.1f}x upscale to "
                                    f"{geometry.width}x{geometry.height} > max_upscale {p.max_upscale}")
         return geometry
 
@@ -293,7 +293,7 @@ def _target_fps(wanted: float | None, source: float | None) -> Fraction:
     """The exact output rate: the configured one, or the source's average as a fraction (30000/1001)."""
     rate = wanted if wanted is not None else source
     if not rate or not math.isfinite(rate) or rate <= 0:
-        raise ClipRejected(f"clip:unknown frame rate {source!r}; set `fps` to standardize it")
+        raise ClipRejected(f"clip:unknown_fps: frame rate {source!r}; set `fps` to standardize it")
     return Fraction(rate).limit_denominator(1001)
 
 
@@ -332,7 +332,7 @@ def _clip_row(row: dict[str, Any], clip: Clip, geometry: Geometry, made: dict[st
     out.update({name: made[name] for name in _MEASURED})
     duration, frames = made["duration"], made["frame_count"]
     if duration is not None and duration + 1e-6 < min_seconds:
-        out[columns.REJECT] = f"clip:too_short {duration:.3f}s < min_seconds {min_seconds}s (after decoding)"
+        out[columns.REJECT] = f"clip:too_short: {duration:.3f}s < min_seconds {min_seconds}s (after decoding)"
     else:
         out[columns.MEDIA], out[columns.MEDIA_EXT] = made[columns.MEDIA], "mp4"
     if frames is not None and duration is not None and frames < clip.frames:

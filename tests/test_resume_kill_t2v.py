@@ -1,0 +1,229 @@
+"""Exactly once where it is hardest: a t2v-shaped job (a split stage with lineage, a global stage with its
+Parquet segment, bucketed shards) killed with SIGKILL at the moments that matter, locally and on S3."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[1]
+FAULTS = Path(__file__).resolve().parent / "faults"
+# Videos of the sample set with cuts (split into several clips), a near-duplicate pair (the global stage
+# removes one), a portrait and a too-short one, and a corrupt file: every path through the job.
+VIDEOS = ["cuts_three_scenes.mp4", "cuts_colour_blocks.mp4", "cuts_portrait.mp4", "testsrc_landscape.mp4",
+          "dup_testsrc_reencoded.mp4", "mandelbrot_zoom.mp4", "dup_mandelbrot_resized.mp4", "too_short.mp4",
+          "broken_truncated.mp4"]
+
+
+def _config(folder: Path, inputs: str, out: str) -> Path:
+    config = yaml.safe_load((REPO / "configs" / "t2v.yaml").read_text())
+    config.update(input=inputs, output=out)
+    for stage in config["stages"]:
+        if stage["stage"] == "standardize":
+            stage["preset"] = "ultrafast"  # the encoder's quality is not what is tested
+    config["sink"]["max_samples"] = 2  # many commits, so kills land between them
+    path = folder / f"{Path(out).name or 'job'}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _manifest(sample_dir: Path, folder: Path) -> Path:
+    captions = {json.loads(line)["uri"]: json.loads(line)["caption"]
+                for line in (sample_dir / "manifest.jsonl").read_text().splitlines()}
+    path = folder / "videos.jsonl"
+    path.write_text("".join(json.dumps({"uri": str(sample_dir / v), "caption": captions.get(v)}) + "\n"
+                            for v in VIDEOS))
+    return path
+
+
+def _start(config: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dataprep.cli", "run", str(config), "-q"], env=env, cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _kill_session(proc: subprocess.Popen) -> None:
+    """SIGKILL the driver and every Ray process it started: the machine is lost mid-job."""
+    for p in [psutil.Process(proc.pid)] + [p for p in psutil.process_iter() if _sid(p) == proc.pid]:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(timeout=30)
+
+
+def _sid(p: psutil.Process) -> int | None:
+    try:
+        return os.getsid(p.pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def _wait(proc: subprocess.Popen, condition, timeout: float = 240) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.01)
+    raise TimeoutError("run neither reached the kill point nor ended")
+
+
+class Output:
+    """What a local or S3 output holds, as file names relative to it and their bytes."""
+
+    def __init__(self, root: str, env: dict[str, str]) -> None:
+        self.root, self.env = root, env
+
+    def names(self) -> list[str]:
+        if self.root.startswith("s3://"):
+            bucket, prefix = self.root[5:].split("/", 1)
+            pages = self._s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
+            return [o["Key"][len(prefix) + 1:] for page in pages for o in page.get("Contents", [])]
+        root = Path(self.root)
+        return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+    def read(self, name: str) -> bytes:
+        if self.root.startswith("s3://"):
+            bucket, prefix = self.root[5:].split("/", 1)
+            return self._s3().get_object(Bucket=bucket, Key=f"{prefix}/{name}")["Body"].read()
+        return (Path(self.root) / name).read_bytes()
+
+    def _s3(self):  # noqa: ANN202
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.env["AWS_ENDPOINT_URL"], aws_access_key_id="testing",
+                            aws_secret_access_key="testing", region_name="us-east-1")
+
+
+def _moments(output: Output, flag: Path) -> list[tuple[str, object, dict[str, str]]]:
+    def has(pred) -> bool:
+        return any(pred(n) for n in output.names())
+
+    return [
+        ("during scene split", lambda: has(lambda n: n.startswith("_work/lineage/")), {}),
+        ("during the segment write of the global stage",
+         lambda: has(lambda n: "/segment-" in f"/{n}" and n.endswith(".parquet"))
+         and not has(lambda n: n.endswith("_SUCCESS")), {}),
+        ("between a shard's rename and its stats file", lambda: flag.exists(),
+         {"DATAPREP_TEST_HOLD_BEFORE_STATS": str(flag)}),
+        ("after a bucketed shard", lambda: has(lambda n: n.startswith("shards/") and "/" in n[7:]
+                                                and n.endswith(".stats.json")), {}),
+    ]
+
+
+def _check_exactly_once(output: Output, reference: Output) -> None:
+    manifest = pq.read_table(_parquet(output, "manifest.parquet")).column("key").to_pylist()
+    rejects = pq.read_table(_parquet(output, "rejects.parquet")).column("key").to_pylist()
+    expected = pq.read_table(_parquet(reference, "manifest.parquet")).column("key").to_pylist()
+    expected_rejects = pq.read_table(_parquet(reference, "rejects.parquet")).column("key").to_pylist()
+    assert sorted(manifest) == sorted(expected)
+    assert sorted(rejects) == sorted(expected_rejects)
+    names = output.names()
+    # Where a duplicate could appear before finalize deduplicates: shard members, ledger parts, manifest parts.
+    in_shards: list[str] = []
+    for stats_name in [n for n in names if n.endswith(".stats.json")]:
+        stats = json.loads(output.read(stats_name))
+        members = [m.name for m in tarfile.open(fileobj=_bytes(output.read(stats_name.replace(".stats.json", ".tar"))))]
+        keys_in_tar = list(dict.fromkeys(m.split(".", 1)[0] for m in members))
+        assert keys_in_tar == stats["keys"] and len(members) == len(set(members))
+        in_shards += stats["keys"]
+    assert not [k for k, n in Counter(in_shards).items() if n > 1]
+    assert sorted(in_shards) == sorted(manifest)
+    ledger_keys = [k for n in names if n.startswith("_work/rejects/")
+                   for k in pq.read_table(_parquet(output, n)).column("key").to_pylist()]
+    assert not [k for k, n in Counter(ledger_keys).items() if n > 1] and sorted(ledger_keys) == sorted(rejects)
+    part_keys = [k for n in names if n.startswith("_work/manifest/")
+                 for k in pq.read_table(_parquet(output, n)).column("key").to_pylist()]
+    assert sorted(part_keys) == sorted(manifest)
+    assert not set(manifest) & set(rejects)
+    assert not [n for n in names if n.endswith(".partial") or ".tmp-" in n]
+    tars = {n[:-4] for n in names if n.endswith(".tar")}
+    assert tars == {n[: -len(".stats.json")] for n in names if n.endswith(".stats.json")}
+
+
+def _bytes(data: bytes):  # noqa: ANN202
+    import io
+
+    return io.BytesIO(data)
+
+
+def _parquet(output: Output, name: str):  # noqa: ANN202
+    return _bytes(output.read(name))
+
+
+def _run_killed(tmp_path: Path, sample_dir: Path, out: str, env: dict[str, str]) -> tuple[Output, list[str]]:
+    inputs = _manifest(sample_dir, tmp_path)
+    reference = tmp_path / "reference"
+    subprocess.run([sys.executable, "-m", "dataprep.cli", "run", str(_config(tmp_path, str(inputs), str(reference))),
+                    "-q"], env=env, cwd=tmp_path, check=True, timeout=600, capture_output=True)
+    output = Output(out, env)
+    config = _config(tmp_path, str(inputs), out)
+    killed = []
+    for label, condition, extra in _moments(output, tmp_path / "holding"):
+        proc = _start(config, {**env, **extra}, tmp_path)
+        if _wait(proc, condition):
+            _kill_session(proc)
+            killed.append(label)
+        else:
+            assert proc.returncode == 0, label
+    final = subprocess.run([sys.executable, "-m", "dataprep.cli", "run", str(config), "-q"], env=env, cwd=tmp_path,
+                           timeout=600, capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr[-2000:]
+    _check_exactly_once(output, Output(str(reference), env))
+    return output, killed
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(FAULTS), str(REPO)])
+    return env
+
+
+def test_t2v_job_killed_at_each_moment_resumes_exactly_once(tmp_path, sample_dir):
+    _, killed = _run_killed(tmp_path, sample_dir, str(tmp_path / "killed"), _env())
+    assert len(killed) >= 3, f"only killed {killed}"
+    assert "between a shard's rename and its stats file" in killed
+
+
+def test_t2v_job_on_s3_killed_resumes_exactly_once(tmp_path, sample_dir):
+    server = shutil.which("moto_server", path=os.path.dirname(sys.executable))
+    if server is None:
+        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
+    from tests.helpers import free_port
+
+    port = free_port()
+    moto = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        env = {**_env(), "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        output = Output("s3://prepared/t2v", env)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                output._s3().create_bucket(Bucket="prepared")
+                break
+            except Exception:  # the server is still starting
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        _, killed = _run_killed(tmp_path, sample_dir, "s3://prepared/t2v", env)
+        assert len(killed) >= 3, f"only killed {killed}"
+    finally:
+        moto.terminate()
+        moto.wait(timeout=30)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -80,19 +82,60 @@ class JobConfig(BaseModel):
     sink: SinkConfig = Field(default_factory=SinkConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
+    @field_validator("input")
+    @classmethod
+    def _one_spelling(cls, value: str) -> str:
+        return normalize_input(value)
 
-def _format_validation(exc: ValidationError, prefix: str = "") -> list[str]:
+
+def normalize_input(uri: str) -> str:
+    """One spelling per input: a local path made absolute and real (`sample`, `sample/`, `/abs/sample` are one).
+
+    Keys hash each source's path as listed, so two spellings of one folder would
+    otherwise give every file two keys. s3:// URIs are kept as given.
+    """
+    if not uri.strip() or uri.startswith("s3://"):
+        return uri
+    return os.path.realpath(uri.removeprefix("file://"))
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The option names of the (nested) model at `loc`; none where `loc` leaves the models."""
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _format_validation(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> list[str]:
+    errors = exc.errors()
     problems = []
-    for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"])
-        where = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "config"
-        if err["type"] == "extra_forbidden":
-            problems.append(f"`{where}`: unknown option; remove it or check its spelling")
-        elif err["type"] == "missing":
-            problems.append(f"`{where}` is required; add it")
-        else:
-            problems.append(f"`{where}`: {err['msg']}, got {err.get('input')!r}")
+    suggested: set[tuple[Any, ...]] = set()
+    for err in errors:
+        if err["type"] != "extra_forbidden":
+            continue
+        known = _fields_at(model, err["loc"][:-1])
+        close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+        hint = (f"did you mean `{close[0]}`?" if close else
+                f"valid options here: {', '.join(known)}" if known else "remove it")
+        problems.append(f"`{_where(prefix, err['loc'])}`: unknown option; {hint}")
+        if close:
+            suggested.add((*err["loc"][:-1], close[0]))
+    for err in errors:
+        if err["type"] == "missing" and tuple(err["loc"]) not in suggested:
+            # A misspelt required option is reported once, as the typo, not again as missing.
+            problems.append(f"`{_where(prefix, err['loc'])}` is required; add it")
+        elif err["type"] not in ("missing", "extra_forbidden"):
+            problems.append(f"`{_where(prefix, err['loc'])}`: {err['msg']}, got {err.get('input')!r}")
     return problems
+
+
+def _where(prefix: str, loc: tuple[Any, ...]) -> str:
+    dotted = ".".join(str(part) for part in loc)
+    return f"{prefix}{dotted}" if dotted else prefix.rstrip(".") or "config"
 
 
 def parse_entry(raw: Any, index: int) -> StageEntry:
@@ -106,7 +149,7 @@ def parse_entry(raw: Any, index: int) -> StageEntry:
     try:
         return StageEntry.model_validate(runner_part)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, f"stages[{index}].")) from None
+        raise ConfigError(_format_validation(exc, StageEntry, f"stages[{index}].")) from None
 
 
 def parse_config(raw: Any, *, input: str | None = None, output: str | None = None) -> JobConfig:
@@ -131,7 +174,7 @@ def parse_config(raw: Any, *, input: str | None = None, output: str | None = Non
     try:
         config = JobConfig.model_validate(raw)
     except ValidationError as exc:
-        problems.extend(_format_validation(exc))
+        problems.extend(_format_validation(exc, JobConfig))
     if problems:
         raise ConfigError(problems)
     return config
@@ -142,10 +185,21 @@ def load_config(path: str | Path, *, input: str | None = None, output: str | Non
     import yaml
 
     path = Path(path)
+    fix = "fix: pass the path of a job config YAML, e.g. configs/quickstart.yaml"
+    if path.is_dir():
+        raise ConfigError([f"config {str(path)!r} is a folder, not a YAML file; {fix}"])
     if not path.is_file():
-        raise ConfigError([f"config file {str(path)!r} does not exist"])
+        raise ConfigError([f"config file {str(path)!r} does not exist; {fix}"])
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError([f"config {str(path)!r} is not a text file; {fix}"]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise ConfigError([f"config {str(path)!r} is not valid YAML{where}: {problem}; fix that line"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError([f"config {str(path)!r} holds a YAML {type(raw).__name__}, not a mapping of options "
+                           f"(input, output, stages, ...); {fix}"])
     return parse_config(raw, input=input, output=output)

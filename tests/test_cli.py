@@ -1,4 +1,4 @@
-"""The command line as a user meets it: help, validate, stages, stats, inspect, sample-data."""
+"""The command line as a user meets it (`python -m dataprep`): help, validate, stages, stats, inspect, sample-data."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "dataprep.cli"]
+CLI = [sys.executable, "-m", "dataprep"]
 
 
 def _run(*args, **kw) -> subprocess.CompletedProcess:
@@ -25,6 +25,11 @@ def test_help_imports_no_heavy_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     assert _run("--help").returncode == 0
+
+
+def test_python_m_dataprep_is_the_command():
+    result = _run("--help")
+    assert result.returncode == 0 and result.stdout.startswith("usage: dataprep") and "inspect" in result.stdout
 
 
 def test_validate_reports_problems_with_exit_code_2(tmp_path):
@@ -54,10 +59,14 @@ def test_stats_and_inspect_on_a_finished_job(ray_session, sample_dir, tmp_path):
     from dataprep.config import load_config
     from dataprep.plan import build_plan
     from dataprep.runner import run_plan
+    from dataprep.shard_view import shard_listing
 
     out = tmp_path / "out"
-    run_plan(build_plan(load_config(REPO / "configs/quickstart.yaml", input=str(sample_dir), output=str(out))),
-             progress=False)
+    # The quickstart's stages plus thumbnails, so that --extract has every kind of member to write.
+    config = tmp_path / "job.yaml"
+    config.write_text((REPO / "configs/quickstart.yaml").read_text().replace(
+        "sink:", "  - stage: frame_sample\n    num_frames: 2\nsink:", 1))
+    run_plan(build_plan(load_config(config, input=str(sample_dir), output=str(out))), progress=False)
     stats = json.loads(_run("stats", str(out), "--json").stdout)
     assert stats["totals"]["kept"] > 0
     table = _run("stats", str(out)).stdout
@@ -68,8 +77,23 @@ def test_stats_and_inspect_on_a_finished_job(ray_session, sample_dir, tmp_path):
     sample = json.loads(_run("inspect", str(shard), key).stdout)
     assert sample["key"] == key and sample["metadata"]["key"] == key and "json" in sample["files"]
     missing = _run("inspect", str(shard), "no-such-key")
-    assert missing.returncode == 2 and "no sample with key" in missing.stdout
+    assert missing.returncode == 2 and "no sample with key 'no-such-key'" in missing.stderr
     assert _run("stats", str(tmp_path / "nothing")).returncode == 2
+
+    shard, video = next((tar, s) for tar in sorted((out / "shards").rglob("*.tar"))
+                        for s in shard_listing(str(tar)) if "mp4" in s["files"])
+    key = video["key"]
+    assert {"mp4", "json", "frames.0.jpg", "frames.1.jpg"} <= set(video["files"])
+    extracted = tmp_path / "extracted"
+    result = _run("inspect", str(shard), key, "--extract", str(extracted))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in extracted.iterdir()) == sorted(f"{key}.{member}" for member in video["files"])
+    assert json.loads((extracted / f"{key}.json").read_text())["key"] == key
+    assert (extracted / f"{key}.frames.0.jpg").read_bytes()[:2] == b"\xff\xd8"  # a JPEG
+    assert (extracted / f"{key}.mp4").read_bytes()[4:8] == b"ftyp"  # an MP4 container
+    whole = tmp_path / "whole"
+    assert _run("inspect", str(shard), "--extract", str(whole)).returncode == 0
+    assert {p.name.split(".")[0] for p in whole.iterdir()} == {s["key"] for s in shard_listing(str(shard))}
 
 
 @pytest.mark.slow

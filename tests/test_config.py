@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from dataprep.config import load_config, parse_config
@@ -100,3 +102,33 @@ def test_all_problems_reported_at_once(tmp_path):
 def test_configured_resources_reach_the_stage_instance(tmp_path):
     plan = build_plan(_config(tmp_path, [{"stage": "ingest"}, {"stage": "probe", "resources": {"cpus": 3}}]))
     assert plan.stages[0].instantiate().resources.cpus == 3
+
+
+@pytest.mark.parametrize(("typo", "where", "meant"), [
+    ({"outptu": "o"}, "`outptu`", "`output`"),
+    ({"sink": {"max_sample": 4}}, "`sink.max_sample`", "`max_samples`"),
+    ({"ray": {"adress": "auto"}}, "`ray.adress`", "`address`"),
+])
+def test_top_level_typo_suggests_the_option(tmp_path, typo, where, meant):
+    raw = {"input": str(tmp_path), "output": "o", "stages": ["ingest"], **typo}
+    if "outptu" in typo:
+        del raw["output"]
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert info.value.problems == [f"{where}: unknown option; did you mean {meant}?"]
+
+
+def test_runner_key_typo_suggests_the_option(tmp_path):
+    with pytest.raises(ConfigError, match=r"`stages\[0\]\.resources\.cpu`: unknown option; did you mean `cpus`\?"):
+        _config(tmp_path, [{"stage": "ingest", "resources": {"cpu": 2}}])
+
+
+def test_every_spelling_of_a_local_input_is_one(tmp_path, monkeypatch):
+    (tmp_path / "sample").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "sample")
+    monkeypatch.chdir(tmp_path)
+    spellings = ("sample", "sample/", "./sample", str(tmp_path / "sample"), "link", f"file://{tmp_path}/sample")
+    inputs = {parse_config({"input": s, "output": "o", "stages": ["ingest"]}).input for s in spellings}
+    assert inputs == {os.path.realpath(tmp_path / "sample")}
+    assert parse_config({"input": "s3://bucket/sample/", "output": "o", "stages": ["ingest"]}).input == \
+        "s3://bucket/sample/"

@@ -102,7 +102,7 @@ def main() -> None:
 
     import ray
 
-    from dataprep.runner import RayExecutor
+    from dataprep.ray_executor import RayExecutor
     from dataprep.stages.dedup.stage import MinHashDedup
 
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,

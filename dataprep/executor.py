@@ -1,7 +1,7 @@
 """How a global stage runs work across workers without importing Ray itself.
 
 A `GlobalStage.run(ds, executor)` submits plain functions through an `Executor`.
-The runner passes one backed by Ray (`dataprep.runner.RayExecutor`); tests and
+The runner passes one backed by Ray (`dataprep.ray_executor.RayExecutor`); tests and
 small jobs use `LocalExecutor`, which runs the same calls in this process, so a
 global stage is unit-tested on a pyarrow table with no cluster.
 """

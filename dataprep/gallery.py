@@ -19,7 +19,8 @@ from typing import Any
 
 from dataprep import paths, storage
 from dataprep.finalize import reason_detail, reason_group
-from dataprep.stats_view import THRESHOLDS, StatsView, column_value, threshold_of
+from dataprep.stats_view import StatsView
+from dataprep.thresholds import THRESHOLDS, column_value, threshold_of
 
 log = logging.getLogger(__name__)
 

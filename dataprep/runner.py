@@ -24,6 +24,7 @@ from dataprep.finalize import StageInfo, finalize
 from dataprep.members import declared_members
 from dataprep.plan import Plan, PlannedStage
 from dataprep.progress import CountedStageTask, ProgressView, Tally, report
+from dataprep.ray_executor import RayExecutor
 from dataprep.sink import ShardWriter
 from dataprep.stage_task import record_rejects, sanitize_keys
 
@@ -151,53 +152,6 @@ def _apply_stage(ds: Any, planned: PlannedStage, output: str, token: str, cpus: 
     if planned.concurrency:
         common["compute"] = ray.data.TaskPoolStrategy(size=planned.concurrency)
     return ds.map_batches(_task_fn(planned), fn_args=(planned, output, token, tally), **common)
-
-
-class RayExecutor:
-    """The `Executor` of global stages on Ray: calls are Ray tasks, handles are object refs."""
-
-    def __init__(self) -> None:
-        self._remote: dict[Any, Any] = {}
-
-    def blocks(self, ds: Any) -> list[Any]:
-        """Refs to the dataset's blocks, computed once."""
-        return ds.materialize().to_arrow_refs()
-
-    def columns(self, ds: Any) -> list[str]:
-        """The dataset's column names."""
-        return ds.schema().names
-
-    def put(self, value: Any) -> Any:
-        """An object ref to `value`."""
-        import ray
-
-        return ray.put(value)
-
-    def call(self, fn: Any, *args: Any, num_returns: int = 1) -> Any:
-        """`fn` as a Ray task; one ref, or a list of `num_returns` refs."""
-        import ray
-
-        # One remote function per `fn`: registering it anew on every call would re-export it.
-        remote = self._remote.get(fn) or self._remote.setdefault(fn, ray.remote(fn))
-        return remote.options(num_returns=num_returns).remote(*args)
-
-    def get(self, handles: list[Any]) -> list[Any]:
-        """The values behind the refs."""
-        import ray
-
-        return ray.get(list(handles))
-
-    def wait(self, handles: list[Any]) -> None:
-        """Wait for every ref without fetching its value here."""
-        import ray
-
-        ray.wait(list(handles), num_returns=len(handles), fetch_local=False)
-
-    def dataset(self, blocks: list[Any]) -> Any:
-        """A dataset of block refs."""
-        import ray
-
-        return ray.data.from_arrow_refs(blocks)
 
 
 def _segment(ds: Any, output: str, index: int) -> Any | None:

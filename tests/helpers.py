@@ -48,3 +48,41 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def moto_server():
+    """A context manager: a moto S3 server on 127.0.0.1 (skips the test when moto is missing); yields the
+    environment that points boto3 and dataprep at it."""
+    import contextlib
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    @contextlib.contextmanager
+    def serve():
+        server = shutil.which("moto_server", path=os.path.dirname(sys.executable))
+        if server is None:
+            pytest.skip("moto_server is not installed (pip install 'moto[server]')")
+        port = free_port()
+        proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        try:
+            yield dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="testing",
+                       AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    return serve()

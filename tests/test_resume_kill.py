@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
 from tests.helpers import write_config
+from tests.kill import kill_session, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,40 +36,8 @@ def _start(config: Path, tmp_path: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _kill_session(proc: subprocess.Popen, *, whole_session: bool) -> None:
-    """SIGKILL the driver, and with `whole_session` every Ray process it started (a lost node)."""
-    victims = [psutil.Process(proc.pid)]
-    if whole_session:
-        victims += [p for p in psutil.process_iter() if _sid(p) == proc.pid and p.pid != proc.pid]
-    for p in victims:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait(timeout=30)
-
-
-def _sid(p: psutil.Process) -> int | None:
-    try:
-        return os.getsid(p.pid)
-    except (ProcessLookupError, PermissionError):
-        return None
-
-
 def _count(folder: Path, pattern: str) -> int:
     return len(list(folder.glob(pattern))) if folder.exists() else 0
-
-
-def _wait(proc: subprocess.Popen, condition, timeout: float = 120) -> bool:
-    """Wait until `condition()` holds; False if the run ended first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.01)
-    raise TimeoutError("run neither reached the kill point nor ended")
 
 
 def test_killed_runs_resume_to_exactly_once(tmp_path, sample_dir, ray_session):
@@ -97,8 +63,8 @@ def test_killed_runs_resume_to_exactly_once(tmp_path, sample_dir, ray_session):
     for label, condition, whole in moments:
         base = (_count(shards, "*.stats.json"), _count(ledger, "*.parquet"))
         proc = _start(config, tmp_path)
-        if _wait(proc, lambda c=condition, b=base: c(b)):
-            _kill_session(proc, whole_session=whole)
+        if wait_until(proc, lambda c=condition, b=base: c(b)):
+            kill_session(proc, whole_session=whole)
             killed.append(label)
         else:
             assert proc.returncode == 0

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 from collections import Counter
 from pathlib import Path
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
+
+from tests.kill import kill_session, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
@@ -53,34 +51,6 @@ def _manifest(sample_dir: Path, folder: Path) -> Path:
 def _start(config: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "dataprep.cli", "run", str(config), "-q"], env=env, cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def _kill_session(proc: subprocess.Popen) -> None:
-    """SIGKILL the driver and every Ray process it started: the machine is lost mid-job."""
-    for p in [psutil.Process(proc.pid)] + [p for p in psutil.process_iter() if _sid(p) == proc.pid]:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait(timeout=30)
-
-
-def _sid(p: psutil.Process) -> int | None:
-    try:
-        return os.getsid(p.pid)
-    except (ProcessLookupError, PermissionError):
-        return None
-
-
-def _wait(proc: subprocess.Popen, condition, timeout: float = 240) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.01)
-    raise TimeoutError("run neither reached the kill point nor ended")
 
 
 class Output:
@@ -176,8 +146,8 @@ def _run_killed(tmp_path: Path, sample_dir: Path, out: str, env: dict[str, str])
     killed = []
     for label, condition, extra in _moments(output, tmp_path / "holding"):
         proc = _start(config, {**env, **extra}, tmp_path)
-        if _wait(proc, condition):
-            _kill_session(proc)
+        if wait_until(proc, condition, timeout=240):
+            kill_session(proc)
             killed.append(label)
         else:
             assert proc.returncode == 0, label
@@ -201,29 +171,10 @@ def test_t2v_job_killed_at_each_moment_resumes_exactly_once(tmp_path, sample_dir
 
 
 def test_t2v_job_on_s3_killed_resumes_exactly_once(tmp_path, sample_dir):
-    server = shutil.which("moto_server", path=os.path.dirname(sys.executable))
-    if server is None:
-        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
-    from tests.helpers import free_port
+    from tests.helpers import moto_server
 
-    port = free_port()
-    moto = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        env = {**_env(), "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-        output = Output("s3://prepared/t2v", env)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                output._s3().create_bucket(Bucket="prepared")
-                break
-            except Exception:  # the server is still starting
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+    with moto_server() as s3_env:
+        env = {**s3_env, "PYTHONPATH": _env()["PYTHONPATH"]}
+        Output("s3://prepared/t2v", env)._s3().create_bucket(Bucket="prepared")
         _, killed = _run_killed(tmp_path, sample_dir, "s3://prepared/t2v", env)
         assert len(killed) >= 3, f"only killed {killed}"
-    finally:
-        moto.terminate()
-        moto.wait(timeout=30)

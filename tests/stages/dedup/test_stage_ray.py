@@ -11,7 +11,7 @@ import pytest
 
 from dataprep.columns import DUPLICATE_OF, REJECT
 from dataprep.stages.dedup.stage import MinHashDedup
-from dataprep.runner import RayExecutor
+from dataprep.ray_executor import RayExecutor
 from tests.stages.dedup.local import dedup_in_process
 from tests.stages.dedup.variants import image_variants, load_image, thumb_jpeg
 

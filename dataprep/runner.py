@@ -242,6 +242,23 @@ def _quiet_ray_data(verbose: bool) -> None:
             handler.setLevel(level)
 
 
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Raise ConnectionError when nothing listens at a `HOST:PORT` or `ray://HOST:PORT` address.
+
+    ray.init retries an address that does not answer for minutes; a wrong address should fail at once.
+    `auto` (found from this machine's Ray) is left to ray.init.
+    """
+    import socket
+
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({exc})") from None
+
+
 def init_ray(plan: Plan, *, address: str | None = None, progress: bool = True, verbose: bool = False) -> int:
     """Connect to `address` or start embedded Ray; returns the CPUs Ray has.
 
@@ -252,6 +269,8 @@ def init_ray(plan: Plan, *, address: str | None = None, progress: bool = True, v
     if not address:
         # Embedded Ray is one node: keep its ports on loopback instead of the machine's network address.
         os.environ.setdefault(LOOPBACK_ONLY_ENV, "0")
+    else:
+        _check_reachable(address)
     import ray
 
     _quiet_ray_data(verbose)

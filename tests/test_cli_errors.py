@@ -195,3 +195,18 @@ def test_ctrl_c_stops_the_run_and_its_ray_and_the_rerun_resumes(sample_dir, tmp_
     kept = pq.read_table(out / "manifest.parquet").column("key").to_pylist()
     rejected = pq.read_table(out / "rejects.parquet").column("key").to_pylist()
     assert sorted(kept + rejected) == sorted(listed), "a key is lost, or in a shard and the ledger, or twice"
+
+
+def test_run_with_an_address_where_no_cluster_answers_fails_at_once(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (96, 96), (10, 200, 30)).save(tmp_path / "in" / "green.png")  # one row: work to do
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "dataprep", "run", str(REPO / "configs" / "quickstart.yaml"),
+                             "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                             "--address", f"127.0.0.1:{free_port()}", "-q"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert time.monotonic() - started < 60
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cannot reach the Ray cluster at --address" in result.stderr and "nothing answers" in result.stderr

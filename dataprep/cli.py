@@ -29,6 +29,11 @@ RUN_ADDRESS_HELP = ("the Ray cluster this driver joins, as ray.init takes it: au
 DASHBOARD_ADDRESS_HELP = "the Ray cluster's dashboard URL, where its Jobs API answers, e.g. http://HEAD:8265"
 
 
+def emit(text: str) -> None:
+    """Write a command's result to stdout; commands that packages add use it, so printing stays in the CLI."""
+    print(text)
+
+
 class UsageError(Exception):
     """A mistake in a command's arguments; its message is the whole `error:` line, fix included."""
 

@@ -244,6 +244,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _command(args: argparse.Namespace) -> int:
+    from dataprep.cli import emit
+
     counts = generate(args.dir, repeat=args.repeat)
-    print(f"wrote {counts['videos']} videos and {counts['images']} images with captions to {args.dir}")
+    emit(f"wrote {counts['videos']} videos and {counts['images']} images with captions to {args.dir}")
     return 0

@@ -123,12 +123,7 @@ def next_shard_index(output: str) -> int:
 
 def committed_keys(output: str) -> set[str]:
     """Keys already in a committed shard or in the ledger, plus parents whose children all are."""
-    keys: set[str] = set()
-    for uri in stats_files(output):
-        keys.update(json.loads(storage.read_bytes(uri))["keys"])
-    for uri in storage.list_files(paths.under(output, paths.LEDGER_PARTS_DIR)):
-        if uri.endswith(".parquet"):
-            keys.update(storage.read_parquet(uri).column("key").to_pylist())
+    keys = {key for record in commit_records(output) for key in record.keys}
     return keys | done_parents(output, keys)
 
 

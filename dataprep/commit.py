@@ -17,7 +17,6 @@ import pyarrow as pa
 from dataprep import ledger, owner, paths, storage
 
 log = logging.getLogger(__name__)
-_SHARD_INDEX = re.compile(r"shard-(\d+)\.(?:tar|stats\.json)$")
 _LEFTOVER = re.compile(r"(\.partial|\.tmp-\d+)$")
 
 
@@ -107,18 +106,14 @@ def record_files(output: str, record: Record) -> list[str]:
     if not record.uri.endswith(".stats.json"):
         return [record.uri]
     base = record.uri[: -len(".stats.json")]
-    index = int(_SHARD_INDEX.search(record.uri).group(1))
+    index = paths.shard_index(record.uri)
     return [record.uri, base + ".tar", paths.under(output, paths.manifest_part(index))]
 
 
 def next_shard_index(output: str) -> int:
     """One more than the highest shard number in use."""
-    highest = -1
-    for uri in storage.list_files(paths.under(output, paths.SHARDS_DIR)):
-        m = _SHARD_INDEX.search(uri)
-        if m:
-            highest = max(highest, int(m.group(1)))
-    return highest + 1
+    numbers = [paths.shard_index(uri) for uri in storage.list_files(paths.under(output, paths.SHARDS_DIR))]
+    return max((n for n in numbers if n is not None), default=-1) + 1
 
 
 def committed_keys(output: str) -> set[str]:

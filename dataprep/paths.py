@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import re
+
 from dataprep import storage
 
 SHARDS_DIR = "shards"
@@ -29,11 +31,18 @@ MANIFEST = "manifest.parquet"
 REJECTS = "rejects.parquet"
 SUMMARY = "summary.json"
 SEGMENT_DONE = "_SUCCESS"
+_SHARD_FILE = re.compile(r"shard-(\d+)\.(?:tar|stats\.json)$")
 
 
 def shard_name(index: int) -> str:
     """File stem of the index-th shard."""
     return f"shard-{index:06d}"
+
+
+def shard_index(uri: str) -> int | None:
+    """The number of the shard a tar or stats file belongs to; None for any other file."""
+    match = _SHARD_FILE.search(uri)
+    return int(match.group(1)) if match else None
 
 
 def shard_path(subdir: str, index: int) -> str:

@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import math
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -42,7 +41,6 @@ _CATEGORIES = ("media_type", "codec", "bucket", "resolution")
 _TOP_VALUES = 12
 # 30 bins resolve a threshold's neighbourhood; integer columns spanning fewer values get one bin per value.
 _BINS = 30
-_SHARD_INDEX = re.compile(r"shard-(\d+)\.tar$")
 
 
 @dataclass
@@ -105,8 +103,8 @@ def _committed_parts(output: str) -> Iterator[list[_Part]]:
         parts = []
         for uri in commit.stats_files(output):
             stats = json.loads(storage.read_bytes(uri))
-            m = _SHARD_INDEX.search(stats["shard"])
-            part_uri = paths.under(output, paths.manifest_part(int(m.group(1)))) if m else None
+            index = paths.shard_index(stats["shard"])
+            part_uri = paths.under(output, paths.manifest_part(index)) if index is not None else None
             if part_uri is None or not storage.exists(part_uri):
                 continue
             path = stack.enter_context(storage.open_local(part_uri))

@@ -174,6 +174,7 @@ def build_plan(config: JobConfig, registry: Registry | None = None) -> Plan:
         if p.index > 0 and issubclass(p.cls, Source):
             problems.append(f"stage {p.name!r} (stages[{p.index}]) is a source; only stages[0] may be one")
         problems.extend(members_problems(p))
+        problems.extend(f"stage {p.name!r} (stages[{p.index}]): {problem}" for problem in p.instantiate().preflight())
         for column in p.reads:
             if column not in available:
                 writers = _writers_of(column, registry)

@@ -81,6 +81,20 @@ class Stage:
     def teardown(self) -> None:
         """Release what `setup` loaded; runs when the worker ends."""
 
+    def preflight(self) -> list[str]:
+        """Problems that would fail every row (a missing model, a missing file), found before any work.
+
+        Runs on the driver when the plan is built; each problem names what is missing and the fix.
+        """
+        return []
+
+    def tiny_params(self, cache_dir: str) -> StageParams:
+        """These options with every model swapped for a tiny random one built under `cache_dir`.
+
+        For trying a job offline (`dataprep run --tiny-models`); stages without models keep their options.
+        """
+        return self.params
+
     def process_batch(self, batch: pa.Table) -> pa.Table:
         """Return `batch` with this stage's `writes` columns added or replaced."""
         raise NotImplementedError(f"stage {self.name!r} must implement process_batch")

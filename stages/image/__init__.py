@@ -1,0 +1,1 @@
+"""Image stages: standardization (orientation, colour, size, encoding) and face crops."""

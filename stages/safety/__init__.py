@@ -1,0 +1,1 @@
+"""Safety filters: NSFW media and unsafe caption text."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import difflib
 import os
+import string
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dataprep.errors import ConfigError
 
@@ -61,6 +62,39 @@ class SinkConfig(BaseModel):
     bucket_column: str | None = Field(
         None, description="Write shards under shards/<value>/ per value of this column (aspect buckets)."
     )
+    bucket_path: str | None = Field(
+        None, description="Write shards under shards/<path>/, the path made from row columns, e.g. "
+        "\"{bucket}/f{frame_count}\" -> shards/640x360/f121/: one resolution and frame count per folder, so a "
+        "training batch read from one folder has one shape. Replaces `bucket_column`.",
+    )
+
+    @model_validator(mode="after")
+    def _one_bucket_rule(self) -> SinkConfig:
+        if self.bucket_column is not None and self.bucket_path is not None:
+            raise ValueError("set `bucket_column` or `bucket_path`, not both; fix: keep `bucket_path`, "
+                             f"e.g. \"{{{self.bucket_column}}}/...\"")
+        if self.bucket_path is not None:
+            bucket_fields(self.bucket_path)
+        return self
+
+    @property
+    def bucket_template(self) -> str | None:
+        """The shard folder template: `bucket_path`, or `{bucket_column}`; None when shards are not bucketed."""
+        return self.bucket_path if self.bucket_path is not None else (
+            f"{{{self.bucket_column}}}" if self.bucket_column is not None else None)
+
+
+def bucket_fields(template: str) -> list[str]:
+    """The column names a `bucket_path` template reads; ValueError naming the problem when it is malformed."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"`bucket_path` {template!r} is not a valid template ({exc}); "
+                         "fix: name columns in braces, e.g. \"{bucket}/f{frame_count}\"") from None
+    names = [name for _, name, _, _ in parsed if name is not None]
+    if not names or any(not name.isidentifier() for name in names):
+        raise ValueError(f"`bucket_path` {template!r} must name columns in braces, e.g. \"{{bucket}}/f{{frame_count}}\"")
+    return names
 
 
 class RayConfig(BaseModel):

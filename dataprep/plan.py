@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pydantic import ValidationError
 
 from dataprep import storage
-from dataprep.config import JobConfig, StageEntry
+from dataprep.config import JobConfig, StageEntry, bucket_fields
 from dataprep.errors import ConfigError
 from dataprep.members import members_problems, sink_problems
 from dataprep.registry import Registry, StageClass, UnknownStageError
@@ -188,9 +188,12 @@ def build_plan(config: JobConfig, registry: Registry | None = None) -> Plan:
                     f"which no earlier stage writes; fix: {fix}"
                 )
         available.extend(c for c in p.writes if c not in available)
-    bucket = config.sink.bucket_column
-    if bucket is not None and bucket not in available:
-        problems.append(f"`sink.bucket_column` is {bucket!r}, which no stage writes; fix: remove it or add its stage")
+    template = config.sink.bucket_template
+    option = "bucket_path" if config.sink.bucket_path is not None else "bucket_column"
+    for bucket in bucket_fields(template) if template is not None else []:
+        if bucket not in available:
+            problems.append(f"`sink.{option}` reads column {bucket!r}, which no stage writes; "
+                            "fix: remove it or add its stage")
     problems.extend(sink_problems(available, planned))
     problems.extend(_check_input(config.input))
     if problems:

@@ -43,9 +43,12 @@ def list_shards(output: str) -> dict[str, list[str]]:
 
 
 def bucket_of(shard: str) -> str:
-    """The bucket folder of a shard URI (`shards/640x360/shard-000002.tar` -> "640x360"), "" when none."""
-    folder = shard.rsplit("/", 2)[-2] if shard.count("/") >= 1 else ""
-    return "" if folder == paths.SHARDS_DIR else folder
+    """The bucket folder of a shard URI (`shards/640x360/f121/shard-000002.tar` -> "640x360/f121"), "" when none."""
+    folder = shard.rsplit("/", 1)[0] if "/" in shard else ""
+    marker = f"/{paths.SHARDS_DIR}/"
+    if marker not in f"/{folder}/":
+        return ""
+    return f"/{folder}/".rsplit(marker, 1)[1].strip("/")
 
 
 def decode_sample(sample: dict[str, Any], *, num_frames: int | None = None) -> dict[str, Any]:

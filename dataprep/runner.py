@@ -211,7 +211,7 @@ def _make_datasink(plan: Plan, token: str) -> Any:
                 output,
                 max_samples=sink_config.max_samples,
                 max_bytes=sink_config.max_bytes,
-                bucket_column=sink_config.bucket_column,
+                bucket_path=sink_config.bucket_template,
                 members=members,
                 token=token,
                 next_index=lambda: ray.get(counter.next.remote()),

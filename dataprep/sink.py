@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from dataprep import columns, owner, paths, storage
 from dataprep.arrow import column_or_none
+from dataprep.config import bucket_fields
 from dataprep.members import SampleLayout
 
 # Same bytes for the same sample whenever it is written: no wall-clock times in tars.
@@ -86,7 +87,7 @@ class ShardWriter:
         max_samples: int,
         max_bytes: int,
         next_index: Callable[[], int],
-        bucket_column: str | None = None,
+        bucket_path: str | None = None,
         members: dict[str, str] | None = None,
         token: str | None = None,
     ) -> None:
@@ -95,7 +96,7 @@ class ShardWriter:
         self.max_samples = max_samples
         self.max_bytes = max_bytes
         self.next_index = next_index
-        self.bucket_column = bucket_column
+        self.bucket_path = bucket_path
         self.members = members or {}
         self._open: dict[str, _OpenShard] = {}
         self.committed: list[str] = []
@@ -123,12 +124,12 @@ class ShardWriter:
             json_row = {k: columns.json_value(v) for k, v in row.items()}
             _add_member(sample, "json", json.dumps(json_row, sort_keys=True, ensure_ascii=False,
                                                    default=str).encode("utf-8"), key)
-            self._add(key, sample, row.get(self.bucket_column) if self.bucket_column else None,
+            self._add(key, sample, _bucket_folder(self.bucket_path, row) if self.bucket_path else None,
                       {k: columns.json_value(v) for k, v in manifest[i].items()})
 
-    def _add(self, key: str, sample: dict[str, bytes], bucket: Any, manifest_row: dict[str, Any]) -> None:
+    def _add(self, key: str, sample: dict[str, bytes], bucket: str | None, manifest_row: dict[str, Any]) -> None:
         # Rows without a bucket (images in a video job) stay at the top.
-        subdir = columns.safe_key(str(bucket)) if bucket is not None else ""
+        subdir = bucket or ""
         size = sum(len(data) for data in sample.values())
         shard = self._open.get(subdir)
         if shard is not None and shard.keys and shard.bytes + size > self.max_bytes:
@@ -200,3 +201,15 @@ def _add_member(sample: dict[str, bytes], suffix: str, data: bytes, key: str) ->
         raise ValueError(f"sample {key!r}: two columns are both written as member {suffix!r}; "
                          "fix: give one of them another suffix in its stage's `members`")
     sample[suffix] = data
+
+
+def _bucket_folder(template: str, row: dict[str, Any]) -> str | None:
+    """The shard folder of `row` under `template` ("{bucket}/f{frame_count}" -> "640x360/f121").
+
+    None when a column it names is null (an image in a video job): such rows stay at the top.
+    Each path part is made safe, so a value cannot climb out of shards/.
+    """
+    values = {name: row.get(name) for name in bucket_fields(template)}
+    if any(v is None for v in values.values()):
+        return None
+    return "/".join(columns.safe_key(part) for part in template.format(**values).split("/") if part)

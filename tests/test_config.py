@@ -80,6 +80,15 @@ def test_unknown_top_level_key_and_bad_runner_option(tmp_path):
 def test_sink_bucket_column_must_be_written(tmp_path):
     message = _problems(tmp_path, [{"stage": "ingest"}], sink={"bucket_column": "bucket"})
     assert "sink.bucket_column" in message
+    message = _problems(tmp_path, [{"stage": "ingest"}], sink={"bucket_path": "{key}/f{frame_count}"})
+    assert "`sink.bucket_path` reads column 'frame_count'" in message and "'key'" not in message
+
+
+def test_sink_bucket_path_is_checked_before_work(tmp_path):
+    with pytest.raises(ConfigError, match="must name columns in braces"):
+        _config(tmp_path, [{"stage": "ingest"}], sink={"bucket_path": "fixed"})
+    with pytest.raises(ConfigError, match="not both"):
+        _config(tmp_path, [{"stage": "ingest"}], sink={"bucket_path": "{a}", "bucket_column": "a"})
 
 
 def test_overrides_and_yaml_errors(tmp_path):

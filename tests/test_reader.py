@@ -96,6 +96,7 @@ def test_list_shards_groups_committed_shards_by_bucket_folder(output):
     assert list_shards(str(output / "missing")) == {}
     assert bucket_of("s3://b/job/shards/640x360/shard-000001.tar") == "640x360"
     assert bucket_of("s3://b/job/shards/shard-000001.tar") == ""
+    assert bucket_of("/data/shards/job/shards/640x360/f121/shard-000001.tar") == "640x360/f121"
 
 
 def test_decode_sample_gives_uint8_frames_and_keeps_other_members(output):

@@ -77,11 +77,22 @@ def test_unsafe_key_is_refused(tmp_path):
 
 def test_bucket_column_writes_subfolders(tmp_path):
     rows = _rows(5).append_column("bucket", pa.array(["16x9", "9x16", "16x9", "9x16", None]))
-    writer = _writer(tmp_path, bucket_column="bucket")
+    writer = _writer(tmp_path, bucket_path="{bucket}")
     writer.write_table(rows)
     shards = writer.close()
     assert sorted(shards) == ["shards/16x9/shard-000000.tar", "shards/9x16/shard-000001.tar",
                               "shards/shard-000002.tar"]
+
+
+def test_bucket_path_nests_folders_by_shape_and_keeps_values_inside_shards(tmp_path):
+    rows = _rows(4).append_column("bucket", pa.array(["640x360", "640x360", "640x360", "../up"])) \
+        .append_column("frames_n", pa.array([121, 49, 121, 121]))
+    writer = _writer(tmp_path, bucket_path="{bucket}/f{frames_n}")
+    writer.write_table(rows)
+    shards = sorted(writer.close())
+    assert shards[:2] == ["shards/640x360/f121/shard-000000.tar", "shards/640x360/f49/shard-000001.tar"]
+    # A value cannot climb out of shards/: every path part is made safe.
+    assert len(shards) == 3 and shards[2].startswith("shards/") and ".." not in shards[2]
 
 
 def test_source_bytes_used_when_no_media_column(tmp_path):

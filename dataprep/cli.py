@@ -26,6 +26,10 @@ COMMANDS_GROUP = "dataprep.commands"
 INTERRUPTED = 130
 RUN_ADDRESS_HELP = ("the Ray cluster this driver joins, as ray.init takes it: auto, HEAD:6379 or ray://HEAD:10001; "
                     "default: embedded Ray on this machine")
+# Tiny models are built once per machine and reused; the folder is local, so --tiny-models is for runs on this machine.
+TINY_MODELS_DIR = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "dataprep", "tiny-models")
+TINY_MODELS_HELP = ("swap every model the config names for a tiny random one of the same family (built under "
+                    f"{TINY_MODELS_DIR}), to try a job offline without checkpoints; its outputs are not meaningful")
 DASHBOARD_ADDRESS_HELP = "the Ray cluster's dashboard URL, where its Jobs API answers, e.g. http://HEAD:8265"
 
 
@@ -47,7 +51,8 @@ def _load_plan(args: argparse.Namespace):  # noqa: ANN202 - Plan is imported laz
     from dataprep.plan import build_plan
 
     config = load_config(args.config, input=args.input, output=args.output)
-    return build_plan(config)
+    tiny = TINY_MODELS_DIR if getattr(args, "tiny_models", False) else None
+    return build_plan(config, tiny_models=tiny)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -188,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a job (embedded Ray unless --address)")
     with_config(p)
+    p.add_argument("--tiny-models", action="store_true", help=TINY_MODELS_HELP)
     p.add_argument("--address", help=RUN_ADDRESS_HELP)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
@@ -207,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a config and its stage plan without running")
     with_config(p)
+    p.add_argument("--tiny-models", action="store_true", help=TINY_MODELS_HELP)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("stages", help="list available stages and their options")

@@ -101,7 +101,7 @@ def _runner_key_problems(entry: StageEntry, index: int, cls: StageClass) -> list
     return []
 
 
-def _plan_entry(entry: StageEntry, index: int, cls: StageClass) -> PlannedStage:
+def _plan_entry(entry: StageEntry, index: int, cls: StageClass, tiny_models: str | None) -> PlannedStage:
     if not (isinstance(cls.Params, type) and issubclass(cls.Params, StageParams)):
         raise ConfigError([f"stage {entry.stage!r} ({cls.__module__}.{cls.__qualname__}): its Params must subclass "
                            "dataprep.stage.StageParams, so unknown options are refused; fix the stage's code"])
@@ -112,6 +112,8 @@ def _plan_entry(entry: StageEntry, index: int, cls: StageClass) -> PlannedStage:
         problems += _option_problems(entry.stage, index, cls, exc)
     if problems:
         raise ConfigError(problems)
+    if tiny_models is not None:
+        params = _tiny(entry, index, cls, params, tiny_models)
     resources = replace(cls.resources, **entry.resources.model_dump(exclude_none=True))
     return PlannedStage(
         index=index,
@@ -143,8 +145,20 @@ def _check_input(uri: str) -> list[str]:
     return []
 
 
-def build_plan(config: JobConfig, registry: Registry | None = None) -> Plan:
-    """Validate every stage and the columns each reads; raise ConfigError listing all problems."""
+def _tiny(entry: StageEntry, index: int, cls: StageClass, params: StageParams, cache_dir: str) -> StageParams:
+    try:
+        return cls(params).tiny_params(cache_dir)
+    except (ValueError, OSError) as exc:
+        raise ConfigError([f"stage {entry.stage!r} (stages[{index}]): cannot build its tiny models ({exc}); "
+                           "fix: name a model family dataprep can build tiny, or run without --tiny-models"]) from None
+
+
+def build_plan(config: JobConfig, registry: Registry | None = None, *, tiny_models: str | None = None) -> Plan:
+    """Validate every stage and the columns each reads; raise ConfigError listing all problems.
+
+    With `tiny_models` (a folder), every model a stage names is swapped for a tiny random one of
+    the same family built there, so a job can be tried offline with no checkpoint.
+    """
     problems: list[str] = []
     try:
         registry = registry or Registry(config.plugins)
@@ -158,7 +172,7 @@ def build_plan(config: JobConfig, registry: Registry | None = None) -> Plan:
             problems.append(f"stages[{i}]: {exc}")
             continue
         try:
-            planned.append(_plan_entry(entry, i, cls))
+            planned.append(_plan_entry(entry, i, cls, tiny_models))
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:

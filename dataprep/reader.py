@@ -160,7 +160,7 @@ def read_batches(output: str, batch_size: int, *, shuffle: int = 0, num_frames: 
         raise FileNotFoundError(f"no committed shard under {paths.under(output, paths.SHARDS_DIR)!r}; "
                                 "fix: pass the `output` of a job that has written shards")
     # S3 shards are read through dataprep's storage (boto3, AWS_ENDPOINT_URL), the same way jobs write them.
-    gopen_schemes.setdefault("s3", _open_s3)
+    gopen_schemes.setdefault("s3", open_s3)
     dataset = wds.WebDataset(urls, shardshuffle=len(urls) if shuffle else False, seed=seed,
                              nodesplitter=wds.split_by_node, empty_check=False)
     if shuffle:
@@ -170,8 +170,8 @@ def read_batches(output: str, batch_size: int, *, shuffle: int = 0, num_frames: 
         functools.partial(batch_by_bucket, batch_size=batch_size))
 
 
-def _open_s3(url: str, mode: str = "rb", bufsize: int = 8192, **_: Any) -> Any:
-    """A gopen handler: the shard downloaded to a temporary file, open for reading."""
+def open_s3(url: str, mode: str = "rb", bufsize: int = 8192, **_: Any) -> Any:
+    """A webdataset gopen handler for s3:// shards: the shard downloaded to a temporary file, open for reading."""
     with storage.open_local(url) as path:
         # The open file outlives its name: the download is removed once the reader closes it.
         return open(path, "rb")  # noqa: SIM115 - webdataset closes the stream it is given

@@ -63,12 +63,14 @@ def frames_in(seconds: float, fps: Fraction) -> int:
 
 @dataclass(frozen=True)
 class Geometry:
-    """Output size and how the picture is fitted into it."""
+    """Output size, how the picture is fitted into it, and the part of the source that is picture."""
 
     width: int
     height: int
     mode: str  # "crop", "pad" or "fit"
     bucket: str | None = None
+    # (x, y, w, h) in source pixels as displayed: the picture inside letterbox bars; None: the whole frame.
+    source_crop: tuple[int, int, int, int] | None = None
 
 
 def nearest_bucket(width: int, height: int, buckets: list[tuple[int, int]]) -> tuple[int, int]:
@@ -84,16 +86,23 @@ def upscale_factor(width: int, height: int, geometry: Geometry) -> float:
 
 
 def scale_filters(geometry: Geometry) -> list[str]:
-    """ffmpeg filters that bring any picture to `geometry`, honouring the display aspect (`dar`)."""
+    """ffmpeg filters that bring any picture to `geometry`, honouring the display aspect (`dar`).
+
+    A `source_crop` is cut first, so the scale sees the picture's aspect, not the barred frame's.
+    """
     w, h = geometry.width, geometry.height
     wider = f"gt(dar,{w}/{h})"
+    picture: list[str] = []
+    if geometry.source_crop is not None:  # ffmpeg's crop keeps the pixel aspect, so `dar` is the picture's after it
+        x, y, cw, ch = geometry.source_crop
+        picture = [f"crop={cw}:{ch}:{x}:{y}"]
     if geometry.mode == "crop":  # cover the target, then cut the overflow evenly from both sides
         sw = f"if({wider},ceil({h}*dar/2)*2,{w})"
         sh = f"if({wider},{h},ceil({w}/dar/2)*2)"
-        return [f"scale=w='{sw}':h='{sh}':flags=bicubic", "setsar=1", f"crop={w}:{h}"]
+        return [*picture, f"scale=w='{sw}':h='{sh}':flags=bicubic", "setsar=1", f"crop={w}:{h}"]
     sw = f"if({wider},{w},max(2,floor({h}*dar/2)*2))"
     sh = f"if({wider},max(2,floor({w}/dar/2)*2),{h})"
-    filters = [f"scale=w='{sw}':h='{sh}':flags=bicubic", "setsar=1"]
+    filters = [*picture, f"scale=w='{sw}':h='{sh}':flags=bicubic", "setsar=1"]
     if geometry.mode == "pad":
         filters.append(f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:black")
     return filters

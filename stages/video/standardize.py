@@ -18,7 +18,9 @@ is no scene split) are cut by one ffmpeg process that decodes the source once
 in `media`; `width`, `height`, `fps`, `duration` and `frame_count` become the clip's,
 measured from the written file, and so do `codec`, `pix_fmt`, `size_bytes`,
 `has_audio` and `rotation` (0: the rotation is in the pixels). Rotation is applied (ffmpeg's autorotate), so a
-portrait phone video stays portrait. Images pass through unchanged.
+portrait phone video stays portrait. A row with a `crop` (the `letterbox` stage's picture
+rectangle, source pixels as displayed) is cut to it first: the bucket, the upscale limit
+and the scale all see the picture, not the bars. Images pass through unchanged.
 """
 
 from __future__ import annotations
@@ -218,19 +220,22 @@ class Standardize(Stage):
         return out
 
     def _geometry(self, row: dict[str, Any]) -> Geometry:
+        """Output size for `row`, chosen from its picture: the `crop` letterbox found, else the whole frame."""
         p = self.params
-        w, h = row["width"], row["height"]
+        crop = _source_crop(row)
+        w, h = (crop[2], crop[3]) if crop is not None else (row["width"], row["height"])
         if p.buckets is not None:
             if not w or not h:
                 raise ClipRejected("clip:unknown_dimensions: cannot choose a bucket")
             bw, bh = nearest_bucket(w, h, p.buckets)
-            geometry = Geometry(bw, bh, p.resize_mode, f"{bw}x{bh}")
+            geometry = Geometry(bw, bh, p.resize_mode, f"{bw}x{bh}", crop)
         else:
-            geometry = Geometry(p.width, p.height, p.resize_mode)
+            geometry = Geometry(p.width, p.height, p.resize_mode, source_crop=crop)
         if p.max_upscale is not None and w and h:
             factor = upscale_factor(w, h, geometry)
             if factor > p.max_upscale + 1e-9:
-                raise ClipRejected(f"clip:too_small: {w}x{h} needs {factor:.1f}x upscale to "
+                picture = " (picture inside the bars)" if crop is not None else ""
+                raise ClipRejected(f"clip:too_small: {w}x{h}{picture} needs {factor:.1f}x upscale to "
                                    f"{geometry.width}x{geometry.height} > max_upscale {p.max_upscale}")
         return geometry
 
@@ -295,6 +300,20 @@ def _target_fps(wanted: float | None, source: float | None) -> Fraction:
     if not rate or not math.isfinite(rate) or rate <= 0:
         raise ClipRejected(f"clip:unknown_fps: frame rate {source!r}; set `fps` to standardize it")
     return Fraction(rate).limit_denominator(1001)
+
+
+def _source_crop(row: dict[str, Any]) -> tuple[int, int, int, int] | None:
+    """The row's `crop` (letterbox's picture rectangle) as (x, y, w, h), checked against the frame; None without one."""
+    crop = row.get("crop")
+    if crop is None:
+        return None
+    x, y, w, h = (crop.get(k) for k in ("x", "y", "w", "h"))
+    width, height = row.get("width"), row.get("height")
+    inside = None not in (x, y, w, h) and x >= 0 and y >= 0 and w >= 2 and h >= 2 and \
+        (not width or x + w <= width) and (not height or y + h <= height)
+    if not inside:
+        raise ClipRejected(f"clip:bad_crop: {crop} is not inside the {width}x{height} frame; fix: rerun letterbox")
+    return x, y, w, h
 
 
 def _read_clip(path: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -28,6 +28,8 @@ class StageInfo:
     index: int
     name: str
     expands: bool
+    # Summary name -> (amount column, seconds column): e.g. a VLM's output tokens per second of generation.
+    rates: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def _depth(key: str) -> int:
@@ -115,6 +117,21 @@ def _write_if_changed(uri: str, data: bytes) -> bool:
     return True
 
 
+def rates(manifest: pa.Table, stages: list[StageInfo]) -> dict[str, float]:
+    """Each stage's declared rates over the kept rows: the amount column's sum over the seconds column's."""
+    out = {}
+    for stage in stages:
+        for name, (amount, seconds) in stage.rates.items():
+            if amount not in manifest.column_names or seconds not in manifest.column_names:
+                continue
+            pairs = [(a, s) for a, s in zip(manifest.column(amount).to_pylist(), manifest.column(seconds).to_pylist(),
+                                             strict=True) if a is not None and s is not None]
+            total = sum(s for _, s in pairs)
+            if total > 0:
+                out[name] = round(sum(a for a, _ in pairs) / total, 3)
+    return out
+
+
 def finalize(output: str, stages: list[StageInfo]) -> dict[str, Any]:
     """Write the manifest, the rejects ledger and the summary of everything committed; return the summary."""
     manifest = _concat_parts(storage.list_files(paths.under(output, paths.MANIFEST_PARTS_DIR)))
@@ -142,6 +159,7 @@ def finalize(output: str, stages: list[StageInfo]) -> dict[str, Any]:
         "shards": sorted(({"shard": s["shard"], "count": s["count"], "bytes": s["bytes"]} for s in stats),
                          key=lambda s: s["shard"]),
         "fields": fields,
+        "rates": rates(manifest, stages),
     }
     data = json.dumps(summary, indent=1, sort_keys=True).encode("utf-8")
     _write_if_changed(paths.under(output, paths.SUMMARY), data)

@@ -45,7 +45,7 @@ class RunResult:
 
 def stage_infos(plan: Plan) -> list[StageInfo]:
     """Name, position and splitting of each stage, for the funnel."""
-    return [StageInfo(p.index, p.name, p.cls.expands) for p in plan.all_stages]
+    return [StageInfo(p.index, p.name, p.cls.expands, dict(p.cls.rates)) for p in plan.all_stages]
 
 
 def _list_source(plan: Plan) -> pa.Table:

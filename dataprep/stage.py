@@ -67,6 +67,9 @@ class Stage:
     # Exceptions that fail the job instead of rejecting a row: a lost GPU would reject every row after it.
     # Classes, or dotted names ("torch.cuda.OutOfMemoryError") so a stage need not import torch to name one.
     fatal: ClassVar[tuple[type[BaseException] | str, ...]] = ()
+    # Throughputs for summary.json: name -> (amount column, seconds column), summed over kept rows
+    # (e.g. {"vlm_output_tokens_per_s": ("vlm_output_tokens", "vlm_seconds")}).
+    rates: ClassVar[dict[str, tuple[str, str]]] = {}
     # External programs the stage runs ("ffmpeg"): the runner finds each, and logs which, before any work.
     tools: ClassVar[tuple[str, ...]] = ()
 

@@ -31,3 +31,14 @@ def test_reason_group_is_the_code_before_the_detail():
     assert reason_group("brightness:too dark: mean 3.1 < 16") == "brightness:too dark"
     assert reason_detail("brightness:too dark: mean 3.1 < 16") == "mean 3.1 < 16"
     assert reason_detail("duplicate") is None
+
+
+def test_declared_rates_are_summed_over_kept_rows():
+    import pyarrow as pa
+
+    from dataprep.finalize import StageInfo, rates
+
+    manifest = pa.table({"tokens": [10, 30, None], "seconds": [0.5, 1.5, 2.0]})
+    stage = StageInfo(2, "vlm", False, {"tokens_per_s": ("tokens", "seconds"), "missing": ("nope", "seconds")})
+    assert rates(manifest, [StageInfo(0, "ingest", False), stage]) == {"tokens_per_s": 20.0}
+    assert rates(manifest.slice(2), [stage]) == {}

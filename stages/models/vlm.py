@@ -144,6 +144,9 @@ class VlmCaption(ModelStage):
     reads = (columns.CAPTION, "media_type", "frames")  # and `media` when image_source is "media"
     writes = tuple(FIELDS.names)
     members: ClassVar[dict[str, str]] = {"caption_vlm": "vlm.txt"}
+    # Per worker: output tokens over the seconds its generate calls took.
+    rates: ClassVar[dict[str, tuple[str, str]]] = {"vlm_output_tokens_per_s": ("vlm_output_tokens", "vlm_seconds"),
+                                                   "vlm_prompt_tokens_per_s": ("vlm_prompt_tokens", "vlm_seconds")}
     Params = VlmParams
     resources: ClassVar[Resources] = Resources(cpus=1.0)
     # Rows per generate call; a GPU runs 16 short prompts in about the time of one.

@@ -238,5 +238,6 @@ def test_a_job_with_tiny_models_writes_vlm_captions_beside_the_originals(sample_
         meta = json.loads(sample["json"])
         assert meta["caption_source"] == "vlm" and meta["vlm_output_tokens"] >= 1
         assert sample["vlm.txt"].decode("utf-8") == meta["caption_vlm"] != meta["caption"]
-    fields = json.loads((out / "summary.json").read_text())["fields"]
-    assert fields["caption_source"]["top"] == {"vlm": len(samples)}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["fields"]["caption_source"]["top"] == {"vlm": len(samples)}
+    assert summary["rates"]["vlm_output_tokens_per_s"] > 0

@@ -35,6 +35,7 @@ TinyBuilder = Callable[[str, Path], None]
 _LOADERS: dict[str, Loader] = {}
 _TINY_BUILDERS: dict[str, TinyBuilder] = {}
 _MODEL_KIND = "model_kind"
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".onnx", ".gguf")
 # Seconds to wait for the hub when a named model is not in the local cache.
 _HUB_TIMEOUT_S = 10.0
 
@@ -71,7 +72,12 @@ def _kind_module(kind: str) -> None:
 
 
 def _is_path(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or Path(name).suffix != ""
+    # A hub id is "owner/repo", and repo names may hold dots ("timm/vit_large_patch14_clip_224.openai",
+    # "Qwen/Qwen2.5-VL-7B-Instruct"): "a/b.c" is a file only when .c is a weights suffix.
+    if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
+        return True
+    suffix = Path(name).suffix
+    return suffix in _WEIGHT_SUFFIXES or ("/" not in name and suffix != "")
 
 
 def locate(name_or_path: str) -> str | None:

@@ -129,9 +129,18 @@ def build_tiny(kind: str, name: str, cache_dir: str | Path) -> str:
     dest = Path(cache_dir) / f"{kind}-{Path(name).name}-{digest}"
     if not (dest / ".complete").exists():
         dest.mkdir(parents=True, exist_ok=True)
+        _quiet_saving()
         _TINY_BUILDERS[kind](name, dest)
         (dest / ".complete").touch()
     return str(dest)
+
+
+def _quiet_saving() -> None:
+    """No "Writing model shards" bars on the terminal for a few-kilobyte model."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def model_options(params: StageParams) -> dict[str, str]:

@@ -9,6 +9,8 @@ import pytest
 
 # Every Ray process the tests start listens on loopback only (see dataprep.runner.LOOPBACK_ONLY_ENV).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# No test downloads: a model that is not local is missing, at once, without asking the hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -46,6 +48,12 @@ def sample_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("sample")
     generate(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> str:
+    """A folder where `--tiny-models` builds its tiny random models, shared by the session's tests."""
+    return str(tmp_path_factory.mktemp("tiny-models"))
 
 
 @pytest.fixture

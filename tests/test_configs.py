@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dataprep.config import load_config
+from dataprep.errors import ConfigError
 from dataprep.plan import build_plan
 from dataprep.runner import run_plan
 
@@ -15,14 +16,27 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_config_validates(config, tmp_path):
-    plan = build_plan(load_config(config, input=str(tmp_path), output=str(tmp_path / "out")))
+def test_config_validates(config, tmp_path, tiny_models):
+    plan = build_plan(load_config(config, input=str(tmp_path), output=str(tmp_path / "out")), tiny_models=tiny_models)
     assert plan.all_stages[0].name == "ingest"
 
 
-def _run(name: str, sample_dir: Path, out: Path) -> tuple[dict, dict]:
+def test_configs_name_real_models_and_offline_they_fail_before_work(tmp_path):
+    """Offline, a config whose checkpoints are not on this machine fails at plan time, naming them."""
+    named = 0
+    for config in CONFIGS:
+        try:
+            build_plan(load_config(config, input=str(tmp_path), output=str(tmp_path / "out")))
+        except ConfigError as exc:
+            message = str(exc)
+            assert "--tiny-models" in message and "not in the local cache" in message, message
+            named += 1
+    assert named >= 2  # t2v and t2i at least name real checkpoints
+
+
+def _run(name: str, sample_dir: Path, out: Path, tiny_models: str) -> tuple[dict, dict]:
     plan = build_plan(load_config(CONFIGS[[c.stem for c in CONFIGS].index(name)], input=str(sample_dir),
-                                  output=str(out)))
+                                  output=str(out)), tiny_models=tiny_models)
     run_plan(plan, progress=False)
     manifest = {r["key"]: r for r in pq.read_table(out / "manifest.parquet").to_pylist()}
     rejects = {r["key"]: r for r in pq.read_table(out / "rejects.parquet").to_pylist()}
@@ -42,8 +56,8 @@ def _duplicate_pair_caught(a: str, b: str, manifest: dict, rejects: dict) -> boo
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_t2i_drops_near_duplicate_images(ray_session, sample_dir, tmp_path):
-    manifest, rejects = _run("t2i", sample_dir, tmp_path / "out")
+def test_t2i_drops_near_duplicate_images(ray_session, sample_dir, tmp_path, tiny_models):
+    manifest, rejects = _run("t2i", sample_dir, tmp_path / "out", tiny_models)
     assert _duplicate_pair_caught("img_mandelbrot", "dup_img_mandelbrot_small", manifest, rejects)
     assert _duplicate_pair_caught("img_testsrc", "dup_img_testsrc_reencoded", manifest, rejects)
     assert sum(r["media_type"] == "image" for r in manifest.values()) >= 15
@@ -51,8 +65,8 @@ def test_t2i_drops_near_duplicate_images(ray_session, sample_dir, tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_t2v_clips_and_drops_reencoded_copies(ray_session, sample_dir, tmp_path):
-    manifest, rejects = _run("t2v", sample_dir, tmp_path / "out")
+def test_t2v_clips_and_drops_reencoded_copies(ray_session, sample_dir, tmp_path, tiny_models):
+    manifest, rejects = _run("t2v", sample_dir, tmp_path / "out", tiny_models)
     clips = [r for r in manifest.values() if r["media_type"] == "video"]
     assert len(clips) >= 10
     assert {r["fps"] for r in clips} == {24.0}
@@ -60,3 +74,17 @@ def test_t2v_clips_and_drops_reencoded_copies(ray_session, sample_dir, tmp_path)
     assert _duplicate_pair_caught("testsrc_landscape", "dup_testsrc_reencoded", manifest, rejects)
     reasons = {r["reason"].split(" ")[0] for r in rejects.values()}
     assert "error:InvalidDataError:" in reasons or any(x.startswith("error:") for x in reasons)
+    # Train-ready: every kept clip has its latent and text embedding, in a folder of one shape, and the
+    # README's loader streams them.
+    from dataprep.loader import make_loader
+
+    assert all(r["latent_shape"] and r["caption_vlm"] is not None for r in clips)
+    loader = make_loader(str(tmp_path / "out"), batch_size=4, num_workers=0, shuffle=0,
+                         arrays=("latent", "t5_embedding_vlm"), masks={"t5_embedding_vlm": "t5_tokens_vlm"})
+    seen = 0
+    for batch in loader:
+        assert str(batch["latent"].dtype) == "torch.float16" and batch["latent"].ndim == 5
+        assert len({m["latent_shape"] for m in batch["meta"]}) == 1
+        assert batch["t5_embedding_vlm_mask"].sum(dim=1).tolist() == [m["t5_tokens_vlm"] for m in batch["meta"]]
+        seen += len(batch["key"])
+    assert seen == len(clips)

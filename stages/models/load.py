@@ -117,6 +117,7 @@ def missing_model(name_or_path: str, option: str) -> str | None:
 def load_model(kind: str, name_or_path: str, **options: Any) -> Any:
     """Load the model of `kind` named `name_or_path` (hub name or local path) with the kind's loader."""
     _kind_module(kind)
+    _quiet()
     return _LOADERS[kind](locate(name_or_path) or name_or_path, **options)
 
 
@@ -129,14 +130,14 @@ def build_tiny(kind: str, name: str, cache_dir: str | Path) -> str:
     dest = Path(cache_dir) / f"{kind}-{Path(name).name}-{digest}"
     if not (dest / ".complete").exists():
         dest.mkdir(parents=True, exist_ok=True)
-        _quiet_saving()
+        _quiet()
         _TINY_BUILDERS[kind](name, dest)
         (dest / ".complete").touch()
     return str(dest)
 
 
-def _quiet_saving() -> None:
-    """No "Writing model shards" bars on the terminal for a few-kilobyte model."""
+def _quiet() -> None:
+    """No "Loading weights" / "Writing model shards" bars in a job's log: one per actor, they bury its lines."""
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()

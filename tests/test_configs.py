@@ -60,7 +60,11 @@ def test_t2i_drops_near_duplicate_images(ray_session, sample_dir, tmp_path, tiny
     manifest, rejects = _run("t2i", sample_dir, tmp_path / "out", tiny_models)
     assert _duplicate_pair_caught("img_mandelbrot", "dup_img_mandelbrot_small", manifest, rejects)
     assert _duplicate_pair_caught("img_testsrc", "dup_img_testsrc_reencoded", manifest, rejects)
-    assert sum(r["media_type"] == "image" for r in manifest.values()) >= 15
+    # The sample's flat synthetic stills (solid colours, smooth gradients) go to blur and exposure; its
+    # textured images stay.
+    assert sum(r["media_type"] == "image" for r in manifest.values()) >= 6
+    assert {r["reason"].split(":")[0] for r in rejects.values()} <= {
+        "input", "error", "size", "exposure", "blur", "duplicate", "semantic_dup"}
 
 
 @pytest.mark.integration
@@ -68,7 +72,8 @@ def test_t2i_drops_near_duplicate_images(ray_session, sample_dir, tmp_path, tiny
 def test_t2v_clips_and_drops_reencoded_copies(ray_session, sample_dir, tmp_path, tiny_models):
     manifest, rejects = _run("t2v", sample_dir, tmp_path / "out", tiny_models)
     clips = [r for r in manifest.values() if r["media_type"] == "video"]
-    assert len(clips) >= 10
+    # Flat synthetic clips go to blur and motion (a still encoded as video); the moving textured ones stay.
+    assert len(clips) >= 4
     assert {r["fps"] for r in clips} == {24.0}
     assert {r["bucket"] for r in clips} <= {"640x360", "360x640", "480x480", "544x408"}
     assert _duplicate_pair_caught("testsrc_landscape", "dup_testsrc_reencoded", manifest, rejects)

@@ -10,7 +10,8 @@ Verification (when on) recomputes similarity exactly from the payload:
 - visual (kind 1): the payload is every frame's window hashes (WINDOWS per frame); a
   frame matches a frame of the other clip when `frame_distance` <= `max_hamming`; the
   pair matches when at least `frame_match` of the frames of the clip with fewer frames
-  have a match.
+  have a match. Compiled (numba) over all the visual pairs of a partition at once: with
+  hundreds of windows a frame, a Python loop per pair would cost more than the comparisons.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from dataprep.stages.dedup._jit import njit
 
 TEXT, VISUAL = 0, 1
 
@@ -40,32 +43,96 @@ def text_jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return len(sa & sb) / union if union else 0.0
 
 
+@njit(cache=True)
+def _popcount64(x):
+    """Set bits of a uint64 (SWAR: pairs, nibbles, bytes, then a multiply sums the bytes)."""
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+@njit(cache=True)
+def _frame_pair_distance(a, i, b, j, w, same, enough):
+    """Bits between frame i of clip a and frame j of clip b (flat (F*w,) window hashes, window 0
+    the whole frame; see `frame_distance`), or the first value <= `enough` met."""
+    best = np.uint64(64)
+    whole_a, whole_b = a[i * w], b[j * w]
+    for k in range(w):
+        best = min(best, _popcount64(whole_a ^ b[j * w + k]), _popcount64(a[i * w + k] ^ whole_b))
+        if best <= enough:
+            return best
+    for k in same:
+        best = min(best, _popcount64(a[i * w + k] ^ b[j * w + k]))
+    return best
+
+
+@njit(cache=True)
+def _frame_distance_kernel(a, b, w, same):
+    """(Fa, Fb) `_frame_pair_distance` of every frame pair of two clips."""
+    na, nb = a.shape[0] // w, b.shape[0] // w
+    out = np.empty((na, nb), dtype=np.int64)
+    for i in range(na):
+        for j in range(nb):
+            out[i, j] = _frame_pair_distance(a, i, b, j, w, same, -1)
+    return out
+
+
+@njit(cache=True)
+def _match_fraction(a, b, w, same, max_hamming):
+    """Fraction of the shorter clip's frames with a frame of the other within max_hamming bits."""
+    if a.shape[0] > b.shape[0]:
+        a, b = b, a
+    na, nb = a.shape[0] // w, b.shape[0] // w
+    if na == 0:
+        return 0.0
+    hits = 0
+    for i in range(na):
+        for j in range(nb):
+            if _frame_pair_distance(a, i, b, j, w, same, max_hamming) <= max_hamming:
+                hits += 1
+                break
+    return hits / na
+
+
+@njit(cache=True)
+def _match_fractions(va, oa, vb, ob, pairs, w, same, max_hamming):
+    """`_match_fraction` of each pair t in `pairs`, whose payloads are va[oa[t]:oa[t+1]] and vb[ob[t]:ob[t+1]]."""
+    out = np.zeros(pairs.shape[0])
+    for n in range(pairs.shape[0]):
+        t = pairs[n]
+        out[n] = _match_fraction(va[oa[t]:oa[t + 1]], vb[ob[t]:ob[t + 1]], w, same, max_hamming)
+    return out
+
+
+def _edit_windows(windows: int) -> np.ndarray:
+    """phash.EDIT_WINDOWS, once `windows` is checked to be phash's layout (the kernels index into it unchecked)."""
+    from dataprep.stages.dedup.phash import EDIT_WINDOWS, WINDOWS
+
+    if windows != WINDOWS:
+        raise ValueError(f"visual payloads hold {WINDOWS} window hashes a frame (phash.WINDOWS), got {windows}; "
+                         "fix: hash frames with phash.frames_window_hashes")
+    return EDIT_WINDOWS
+
+
 def frame_distance(fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
     """(Fa, Fb) bits between frames of two clips, given (F, WINDOWS) window hashes each.
 
-    Two frames are as close as the closest of: A's whole frame vs any window of B (B is a
-    crop of A... or the reverse: A is the crop), B's whole frame vs any window of A, and
-    the same window in both (a logo or local edit spoils the whole-frame hash and one
-    window, not all). 16 comparisons, not all 36 window pairs: fewer chances for two
-    unrelated frames to meet by luck."""
-    from dataprep.stages.dedup.phash import hamming
-
-    na, nb, w = len(fa), len(fb), fa.shape[1]
-    a_in_b = hamming(fa[:, 0], fb.ravel()).reshape(na, nb, w).min(axis=2)          # (Fa, Fb)
-    b_in_a = hamming(fb[:, 0], fa.ravel()).reshape(nb, na, w).min(axis=2).T        # (Fa, Fb)
-    same = np.min([hamming(fa[:, k], fb[:, k]) for k in range(w)], axis=0)          # (Fa, Fb)
-    return np.minimum(np.minimum(a_in_b, b_in_a), same)
+    Two frames are as close as the closest of: A's whole frame vs any window of B (A is a
+    crop of B), B's whole frame vs any window of A (the reverse), and the same window in
+    both for the EDIT_WINDOWS (a logo or a caption spoils the whole-frame hash and some
+    windows, not all)."""
+    same = _edit_windows(fa.shape[1])
+    return _frame_distance_kernel(np.ascontiguousarray(fa, dtype=np.uint64).ravel(),
+                                  np.ascontiguousarray(fb, dtype=np.uint64).ravel(), fa.shape[1], same)
 
 
 def frame_match_fraction(a: np.ndarray, b: np.ndarray, *, windows: int, max_hamming: int) -> float:
-    """Fraction of the shorter clip's frames that have a frame within `max_hamming` bits in the other."""
-    fa, fb = a.reshape(-1, windows), b.reshape(-1, windows)
-    if len(fa) == 0 or len(fb) == 0:
-        return 0.0
-    if len(fa) > len(fb):
-        fa, fb = fb, fa
-    near = frame_distance(fa, fb) <= max_hamming                                 # (Fa, Fb)
-    return float(near.any(axis=1).mean())
+    """Fraction of the shorter clip's frames that have a frame within `max_hamming` bits
+    (`frame_distance`) in the other; a and b are (F * windows,) window hashes."""
+    same = _edit_windows(windows)
+    return float(_match_fraction(np.ascontiguousarray(a, dtype=np.uint64), np.ascontiguousarray(b, dtype=np.uint64),
+                                 windows, same, max_hamming))
 
 
 def bucket_pairs(bucket: np.ndarray, node: np.ndarray, *, max_bucket: int) -> tuple[np.ndarray, np.ndarray]:
@@ -121,11 +188,11 @@ def verify_pairs(kind: np.ndarray, pay_a, pay_b, verify: Verify) -> np.ndarray:
     va, oa = pay_a.values.to_numpy(zero_copy_only=False), pay_a.offsets.to_numpy()
     vb, ob = pay_b.values.to_numpy(zero_copy_only=False), pay_b.offsets.to_numpy()
     ok = np.zeros(n, dtype=bool)
-    for t in range(n):
-        a, b = va[oa[t]:oa[t + 1]], vb[ob[t]:ob[t + 1]]
-        if kind[t] == TEXT:
-            ok[t] = text_jaccard(a, b) >= verify.text_threshold
-        else:
-            ok[t] = frame_match_fraction(a, b, windows=verify.windows,
-                                         max_hamming=verify.max_hamming) >= verify.frame_match
+    for t in np.flatnonzero(kind == TEXT):
+        ok[t] = text_jaccard(va[oa[t]:oa[t + 1]], vb[ob[t]:ob[t + 1]]) >= verify.text_threshold
+    visual = np.flatnonzero(kind == VISUAL)
+    if len(visual):
+        frac = _match_fractions(va.astype(np.uint64, copy=False), oa, vb.astype(np.uint64, copy=False), ob, visual,
+                                verify.windows, _edit_windows(verify.windows), verify.max_hamming)
+        ok[visual] = frac >= verify.frame_match
     return ok

@@ -59,9 +59,10 @@ class MinHashDedupParams(StageParams):
     bands: int | None = Field(None, description="Text LSH bands; with `rows`, overrides the choice from "
                                                 "`threshold` (datasketch's optimal parameters).")
     rows: int | None = Field(None, description="Text LSH rows per band (see `bands`).")
-    visual_threshold: float = Field(0.05, description="Jaccard (0-1) of frame-hash token sets from which two "
-                                    "items become LSH candidates. Low, 0.05: a 10% crop shares only the "
-                                    "tokens of one hash window; `verify` removes the false candidates.")
+    visual_threshold: float = Field(0.02, description="Jaccard (0-1) of frame-hash token sets from which two "
+                                    "items become LSH candidates. Low, 0.02 (128 bands of 1 row): a 20% centre "
+                                    "crop shares only the tokens of the few windows it matches (Jaccard 0.02-0.05 "
+                                    "on the real photos); `verify` removes the false candidates.")
     visual_bands: int | None = Field(None, description="Visual LSH bands; with `visual_rows`, overrides "
                                                        "the choice from `visual_threshold`.")
     visual_rows: int | None = Field(None, description="Visual LSH rows per band (see `visual_bands`).")
@@ -71,9 +72,11 @@ class MinHashDedupParams(StageParams):
     verify: bool = Field(True, description="Check every LSH candidate exactly (text: Jaccard of shingle "
                                            "sets; visual: frame hashes) before merging. On: precision.")
     max_hamming: int = Field(6, description="Bits (of 63) within which two frames match (see "
-                                            "candidates.frame_distance). 6: the edits in the tests measure "
-                                            "<= 4 bits; 2 of 72k pairs of tiles cut from different photos "
-                                            "(hard negatives) measure <= 6.")
+                                            "candidates.frame_distance). 6: crops of up to 20%, bars, colour and "
+                                            "JPEG edits of the real photos measure <= 6 (tests/stages/dedup/"
+                                            "test_visual_crops.py); at 8, 10 of 360 tiles cut from different "
+                                            "photos (hard negatives) come within reach of another's, against 4 at "
+                                            "6. Distances are even: each hash has 31 ones.")
     frame_match: float = Field(0.25, description="Fraction (0-1] of the shorter clip's frames that must have "
                                                  "a match for a visual duplicate. 0.25 (2 of 8): a 10% trim of "
                                                  "a fast-cut clip moves the sampled frames; measured 0.25-1.0 "

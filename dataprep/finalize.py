@@ -1,166 +1,143 @@
-"""Turning committed parts into `manifest.parquet`, `rejects.parquet` and `summary.json`.
+"""Turning committed parts into `manifest.parquet`, `rejects.parquet` and `summary.json`, by streaming.
 
-The three files are functions of what is committed, so a rerun that commits
-nothing new writes the same bytes, and they are only rewritten when they change.
+The parts are read one at a time and appended to the final files, so the driver holds
+one shard's rows, never the whole table, however many rows the job has. The three
+files are functions of what is committed: `_work/final.json` records which parts
+made them, and a rerun that commits nothing new leaves them as they are.
+Rows keep the order of their parts (shard by shard, ledger part by ledger part),
+each part sorted by key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
-from collections import Counter
-from dataclasses import dataclass, field
+import os
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from dataprep import commit, ledger, paths, sink, storage
+from dataprep import commit, ledger, paths, storage
+from dataprep.field_summary import FieldSummary
+from dataprep.funnel import DETAIL_EXAMPLES, FunnelCounter, StageInfo, funnel, reason_detail, reason_group
 
-_CHILD_SUFFIX = re.compile(r"_c\d{4}$")
-# Example details kept per reason code in the summary: enough to see the spread, bounded for 1M rejects.
-DETAIL_EXAMPLES = 3
-
-
-@dataclass(frozen=True)
-class StageInfo:
-    """What the funnel needs to know of a stage."""
-
-    index: int
-    name: str
-    expands: bool
-    # Summary name -> (amount column, seconds column): e.g. a VLM's output tokens per second of generation.
-    rates: dict[str, tuple[str, str]] = field(default_factory=dict)
+__all__ = ["DETAIL_EXAMPLES", "StageInfo", "finalize", "funnel", "rates", "reason_detail", "reason_group"]
 
 
-def _depth(key: str) -> int:
-    depth = 0
-    while _CHILD_SUFFIX.search(key):
-        key = _CHILD_SUFFIX.sub("", key, count=1)
-        depth += 1
-    return depth
+def _parquet_parts(folder: str) -> list[str]:
+    return [u for u in storage.list_files(folder) if u.endswith(".parquet")]
 
 
-def _truncate(key: str, depth: int) -> str:
-    while _depth(key) > depth:
-        key = _CHILD_SUFFIX.sub("", key, count=1)
-    return key
+def _read_schema(uri: str) -> pa.Schema:
+    if storage.is_s3(uri):
+        return storage.read_parquet(uri).schema
+    return pq.read_schema(storage.local_path(uri))
 
 
-def funnel(stages: list[StageInfo], kept: list[str], rejects: list[tuple[str, int, str]]) -> list[dict[str, Any]]:
-    """Rows in and out of each stage, and reasons, counted in that stage's unit (sources before a split).
-
-    `reasons` counts rows per reason code; `reason_details` keeps a few example details per
-    code (the ledger keeps every one).
-    """
-    depth_after = []
-    depth = 0
-    for s in stages:
-        depth += int(s.expands)
-        depth_after.append(depth)
-    out_rows = []
-    previous_out: int | None = None
-    for pos, s in enumerate(stages):
-        d = depth_after[pos]
-        survivors = {_truncate(k, d) for k in kept}
-        survivors.update(_truncate(k, d) for k, idx, _ in rejects if idx > s.index)
-        mine = [(k, r) for k, idx, r in rejects if idx == s.index]
-        reasons = Counter(reason_group(r) for _, r in mine)
-        details: dict[str, list[str]] = {}
-        for _, r in sorted(mine):
-            examples = details.setdefault(reason_group(r), [])
-            detail = reason_detail(r)
-            if detail is not None and detail not in examples and len(examples) < DETAIL_EXAMPLES:
-                examples.append(detail)
-        rows_out = len(survivors)
-        rows_in = previous_out if previous_out is not None else rows_out + len(mine)
-        out_rows.append(
-            {"stage": s.name, "in": rows_in, "out": rows_out, "rejected": len(mine),
-             "reasons": dict(sorted(reasons.items())),
-             "reason_details": {g: d for g, d in sorted(details.items()) if d}}
-        )
-        previous_out = rows_out
-    return out_rows
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with the columns of `schema`, in its order and types; missing columns are nulls."""
+    arrays = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+              for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def reason_group(reason: str) -> str:
-    """The reason's code: all before the first `": "` (`size:min_side`, `brightness:too dark`, `error:ValueError`).
-
-    A reason is `family:code`, optionally followed by `: detail`; the code may hold spaces.
-    """
-    return reason.split(": ", 1)[0]
-
-
-def reason_detail(reason: str) -> str | None:
-    """What follows the reason's code (`shorter side 48px < 64px`), or None when it has no detail."""
-    _, sep, detail = reason.partition(": ")
-    return detail if sep else None
-
-
-def _concat_parts(uris: list[str]) -> pa.Table | None:
-    tables = [storage.read_parquet(u) for u in uris if u.endswith(".parquet")]
-    if not tables:
-        return None
-    return pa.concat_tables(tables, promote_options="permissive")
-
-
-def _dedupe_sorted(table: pa.Table) -> pa.Table:
-    table = table.sort_by("key")
-    keys = table.column("key").to_pylist()
-    keep = [i for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]
-    return table if len(keep) == len(keys) else table.take(pa.array(keep))
+def _stream_parts(uris: list[str], target: str, empty: pa.Schema) -> Iterator[pa.Table]:
+    """Write the parts, each sorted by key, into one Parquet file at `target`; yields each part as written."""
+    schemas = [_read_schema(u) for u in uris]
+    schema = pa.unify_schemas(schemas, promote_options="permissive").remove_metadata() if schemas else empty
+    local_dir = None if storage.is_s3(target) else os.path.dirname(storage.local_path(target))
+    fd, tmp = tempfile.mkstemp(prefix=".final-", suffix=".parquet.partial", dir=local_dir)
+    os.close(fd)
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for uri in uris:
+                table = _conform(storage.read_parquet(uri), schema).sort_by("key")
+                writer.write_table(table)
+                yield table
+            if not uris:
+                writer.write_table(schema.empty_table())
+        storage.upload_atomic(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
-def _write_if_changed(uri: str, data: bytes) -> bool:
-    if storage.exists(uri) and storage.read_bytes(uri) == data:
-        return False
-    storage.write_atomic(uri, data)
-    return True
+def _fingerprint(manifest_parts: list[str], ledger_parts: list[str], stats: list[str],
+                 stages: list[StageInfo]) -> str:
+    """A digest of what the final files are made of: the committed parts (named by content) and the stages."""
+    digest = hashlib.sha256()
+    for uri in (*manifest_parts, "|", *ledger_parts, "|", *stats):
+        digest.update(uri.rsplit("/", 1)[-1].encode("utf-8") + b"\0")
+    digest.update(repr(stages).encode("utf-8"))
+    return digest.hexdigest()
 
 
 def rates(manifest: pa.Table, stages: list[StageInfo]) -> dict[str, float]:
     """Each stage's declared rates over the kept rows: the amount column's sum over the seconds column's."""
-    out = {}
-    for stage in stages:
-        for name, (amount, seconds) in stage.rates.items():
-            if amount not in manifest.column_names or seconds not in manifest.column_names:
+    totals = _RateTotals(stages)
+    totals.add(manifest)
+    return totals.result()
+
+
+class _RateTotals:
+    """Sums of each declared rate's amount and seconds over the rows where both are present."""
+
+    def __init__(self, stages: list[StageInfo]) -> None:
+        self.pairs = {name: pair for stage in stages for name, pair in stage.rates.items()}
+        self.sums: dict[str, list[float]] = {}
+
+    def add(self, batch: pa.Table) -> None:
+        for name, (amount, seconds) in self.pairs.items():
+            if amount not in batch.column_names or seconds not in batch.column_names:
                 continue
-            pairs = [(a, s) for a, s in zip(manifest.column(amount).to_pylist(), manifest.column(seconds).to_pylist(),
-                                             strict=True) if a is not None and s is not None]
-            total = sum(s for _, s in pairs)
-            if total > 0:
-                out[name] = round(sum(a for a, _ in pairs) / total, 3)
-    return out
+            a, s = batch.column(amount), batch.column(seconds)
+            both = pc.and_(pc.is_valid(a), pc.is_valid(s))
+            sums = self.sums.setdefault(name, [0.0, 0.0])
+            sums[0] += pc.sum(a.filter(both)).as_py() or 0
+            sums[1] += pc.sum(s.filter(both)).as_py() or 0
+
+    def result(self) -> dict[str, float]:
+        return {name: round(a / s, 3) for name, (a, s) in self.sums.items() if s > 0}
 
 
 def finalize(output: str, stages: list[StageInfo]) -> dict[str, Any]:
     """Write the manifest, the rejects ledger and the summary of everything committed; return the summary."""
-    manifest = _concat_parts(storage.list_files(paths.under(output, paths.MANIFEST_PARTS_DIR)))
-    rejects = _concat_parts(storage.list_files(paths.under(output, paths.LEDGER_PARTS_DIR)))
-    manifest = _dedupe_sorted(manifest) if manifest is not None else pa.table({"key": pa.array([], pa.string())})
-    rejects = _dedupe_sorted(rejects) if rejects is not None else ledger.SCHEMA.empty_table()
-    _write_if_changed(paths.under(output, paths.MANIFEST), storage.parquet_bytes(manifest))
-    _write_if_changed(paths.under(output, paths.REJECTS), storage.parquet_bytes(rejects))
+    manifest_parts = _parquet_parts(paths.under(output, paths.MANIFEST_PARTS_DIR))
+    ledger_parts = _parquet_parts(paths.under(output, paths.LEDGER_PARTS_DIR))
+    stats_uris = commit.stats_files(output)
+    fingerprint = _fingerprint(manifest_parts, ledger_parts, stats_uris, stages)
+    state_uri, summary_uri = paths.under(output, paths.FINAL_STATE), paths.under(output, paths.SUMMARY)
+    final = (paths.under(output, paths.MANIFEST), paths.under(output, paths.REJECTS), summary_uri)
+    if storage.exists(state_uri) and all(storage.exists(u) for u in final):
+        if json.loads(storage.read_bytes(state_uri)).get("fingerprint") == fingerprint:
+            return json.loads(storage.read_bytes(summary_uri))
 
-    stats = [json.loads(storage.read_bytes(u)) for u in commit.stats_files(output)]
-    kept = manifest.column("key").to_pylist()
-    reject_rows = list(
-        zip(rejects.column("key").to_pylist(), rejects.column("stage_index").to_pylist(),
-            rejects.column("reason").to_pylist(), strict=True)
-    )
-    fields = sink.summarize_fields([{k: v for k, v in r.items() if k != "shard"} for r in manifest.to_pylist()])
+    counter, fields, rate_totals, kept = FunnelCounter(stages), FieldSummary(skip=("shard",)), _RateTotals(stages), 0
+    for table in _stream_parts(manifest_parts, final[0], pa.schema([("key", pa.string())])):
+        counter.add_kept(table.column("key"))
+        fields.add(table)
+        rate_totals.add(table)
+        kept += table.num_rows
+    rejected = 0
+    for table in _stream_parts(ledger_parts, final[1], ledger.SCHEMA):
+        counter.add_rejects(table.column("key"), table.column("stage_index"), table.column("reason"))
+        rejected += table.num_rows
+    shards = []
+    for uri in stats_uris:
+        stats = json.loads(storage.read_bytes(uri))
+        shards.append({"shard": stats["shard"], "count": stats["count"], "bytes": stats["bytes"]})
     summary = {
-        "totals": {
-            "kept": len(kept),
-            "rejected": len(reject_rows),
-            "shards": len(stats),
-            "shard_bytes": sum(s["bytes"] for s in stats),
-        },
-        "funnel": funnel(stages, kept, reject_rows),
-        "shards": sorted(({"shard": s["shard"], "count": s["count"], "bytes": s["bytes"]} for s in stats),
-                         key=lambda s: s["shard"]),
-        "fields": fields,
-        "rates": rates(manifest, stages),
+        "totals": {"kept": kept, "rejected": rejected, "shards": len(shards),
+                   "shard_bytes": sum(s["bytes"] for s in shards)},
+        "funnel": counter.rows(),
+        "shards": sorted(shards, key=lambda s: s["shard"]),
+        "fields": fields.result(),
+        "rates": rate_totals.result(),
     }
-    data = json.dumps(summary, indent=1, sort_keys=True).encode("utf-8")
-    _write_if_changed(paths.under(output, paths.SUMMARY), data)
+    storage.write_atomic(summary_uri, json.dumps(summary, indent=1, sort_keys=True).encode("utf-8"))
+    storage.write_atomic(state_uri, json.dumps({"fingerprint": fingerprint}).encode("utf-8"))
     return summary

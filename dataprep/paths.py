@@ -4,6 +4,7 @@
       shards/[BUCKET/]shard-NNNNNN.tar         samples
       shards/[BUCKET/]shard-NNNNNN.stats.json  the shard's commit record
       manifest.parquet  rejects.parquet  summary.json
+      _work/final.json                         which committed parts the final files were made of
       _work/job.json                           the config fingerprint of the job that owns the folder
       _work/owner                              the token of the run allowed to commit
       _work/owners/NANOS-TOKEN                 every run that took ownership, in order
@@ -27,6 +28,7 @@ OWNER_FILE = "_work/owner"
 # One empty file per run that took ownership, named so that they sort in the order they took it.
 OWNERS_DIR = "_work/owners"
 JOB_FILE = "_work/job.json"
+FINAL_STATE = "_work/final.json"
 MANIFEST = "manifest.parquet"
 REJECTS = "rejects.parquet"
 SUMMARY = "summary.json"

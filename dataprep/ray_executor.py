@@ -12,8 +12,12 @@ from typing import Any
 class RayExecutor:
     """The `Executor` of global stages on Ray: calls are Ray tasks, handles are object refs."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, retries: int | None = None) -> None:
+        """`retries`: reruns of a failed call (None: Ray's default). With 0, Ray keeps neither a call's
+        arguments nor its description once it ran (it keeps both to rerun it), so memory does not grow
+        with the number of calls."""
         self._remote: dict[Any, Any] = {}
+        self._options: dict[str, Any] = {} if retries is None else {"max_retries": retries}
 
     def blocks(self, ds: Any) -> list[Any]:
         """Refs to the dataset's blocks, computed once."""
@@ -35,7 +39,7 @@ class RayExecutor:
 
         # One remote function per `fn`: registering it anew on every call would re-export it.
         remote = self._remote.get(fn) or self._remote.setdefault(fn, ray.remote(fn))
-        return remote.options(num_returns=num_returns).remote(*args)
+        return remote.options(num_returns=num_returns, **self._options).remote(*args)
 
     def get(self, handles: list[Any]) -> list[Any]:
         """The values behind the refs."""

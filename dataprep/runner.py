@@ -1,6 +1,7 @@
 """Running a validated plan on Ray Data, streaming from the source to the WebDataset sink.
 
-With the config's stages A, B, [G], C: rows are listed on the driver, then flow
+With the config's stages A, B, [G], C: rows are listed page by page, anti-joined against
+what is committed by hash bucket (`dataprep.resume`), then flow
 through A and B as Ray Data map operators (tasks, or actor pools for stages that
 load models or need GPUs), are written as Parquet before the global stage G (so
 a rerun resumes from there), and reach the sink, which commits whole shards.
@@ -9,17 +10,20 @@ a rerun resumes from there), and reach the sink, which commits whole shards.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from dataprep import columns, commit, job_record, owner, paths, storage
+from dataprep import columns, commit, job_record, owner, paths, resume, storage
 from dataprep.arrow import concat, ensure_reject_column, split_rejects
 from dataprep.errors import ConfigError, FatalStageError
+from dataprep.executor import LocalExecutor
 from dataprep.finalize import StageInfo, finalize
 from dataprep.members import declared_members
 from dataprep.plan import Plan, PlannedStage
@@ -48,31 +52,129 @@ def stage_infos(plan: Plan) -> list[StageInfo]:
     return [StageInfo(p.index, p.name, p.cls.expands, dict(p.cls.rates)) for p in plan.all_stages]
 
 
-def _list_source(plan: Plan) -> pa.Table:
-    """Every row the source lists, with safe keys, except files inside the output folder."""
-    inside_output = _under(plan.config.output)
-    tables = []
-    for table in plan.source.instantiate().read(plan.config.input):
-        # An output folder inside the input folder must not be read back as input.
-        table = table.filter(pa.array([not inside_output(s) for s in table.column(columns.SOURCE).to_pylist()]))
-        tables.append(sanitize_keys(ensure_reject_column(table)))
-    return concat(tables) if tables else pa.table({columns.KEY: pa.array([], pa.string())})
+# A listing up to this many rows is anti-joined in this process, without starting Ray: a rerun of a
+# small job stays instant. A larger one goes to Ray tasks as it is listed, in hash buckets.
+LOCAL_ROWS = 50_000
+# Rows per bucket of a large listing: ~50 MB of listed rows and committed keys per anti-join task.
+BUCKET_ROWS = 300_000
+# Listing pages handed to workers and not yet turned into rows, at most.
+LISTING_IN_FLIGHT = 16
+# Listing pages cut into buckets by one task: fewer tasks and handles, each still a few MB.
+PAGES_PER_SPLIT = 16
 
 
-def _new_rows(listed: pa.Table, committed: set[str]) -> tuple[pa.Table, pa.Table]:
-    """(rows still to process, the source's own new rejections): what `committed` does not hold yet."""
-    if committed and listed.num_rows:
-        listed = listed.filter(pa.array([k not in committed for k in listed.column(columns.KEY).to_pylist()]))
-    return split_rejects(listed)
+def _listed_rows(page: pa.Table, source: PlannedStage, output: str) -> pa.Table:
+    """One page of the source's listing as rows with safe keys, outside the output folder."""
+    listed = source.instantiate()
+    table = listed.rows(page) if hasattr(listed, "rows") else page
+    # An output folder inside the input folder must not be read back as input.
+    table = table.filter(pc.invert(_under(output)(table.column(columns.SOURCE))))
+    return sanitize_keys(ensure_reject_column(table))
+
+
+def _source_pages(plan: Plan) -> Any:
+    """The source's listing, page by page, as the source lists it (`pages` when it has them, else `read`)."""
+    source = plan.source.instantiate()
+    pages = source.pages if hasattr(source, "pages") else source.read
+    return pages(plan.config.input)
+
+
+def _record_source_rejects(table: pa.Table, source: PlannedStage, output: str, token: str) -> pa.Table:
+    """The rows to process; the source's own rejections go to the ledger."""
+    todo, rejected = split_rejects(table)
+    record_rejects(rejected, source, output, token=token)
+    return todo
+
+
+@dataclass
+class _Todo:
+    """The rows a run still has to process, as handles of its executor, and what resume found."""
+
+    executor: Any
+    listed: list[list[Any]]  # per bucket, handles to its listed rows
+    done: list[Any] = field(default_factory=list)  # per bucket, a handle to its done keys
+    handles: list[Any] = field(default_factory=list)  # per bucket, a handle to its rows to do
+    outcome: resume.Outcome = field(default_factory=resume.Outcome)
+    conflicts: list[list[str]] = field(default_factory=list)
+    records: list[str] | None = None  # the commit records `done` was read from
+
+    @property
+    def buckets(self) -> int:
+        return len(self.listed)
+
+    def refresh(self, output: str) -> None:
+        """Read what is committed and anti-join the listing against it (again only if the records changed)."""
+        records = resume.record_files(output)
+        if records == self.records:
+            return
+        self.records = records
+        mark = time.monotonic()
+        if records:
+            self.done, self.conflicts = resume.committed_buckets(self.executor, output, self.buckets)
+        else:  # nothing committed: every listed row is new, no task needed to find out
+            self.done, self.conflicts = [], []
+        self.handles, self.outcome = resume.anti_join(self.executor, self.listed, self.done, dedupe=True)
+        log.debug("%d commit records read and anti-joined in %d buckets in %.2f s", len(records), self.buckets,
+                  time.monotonic() - mark)
+        if self.outcome.duplicates:
+            log.warning("ingest: %d listed URIs appeared more than once; each is processed once",
+                        self.outcome.duplicates)
+
+
+def _list_todo(plan: Plan, *, address: str | None, progress: bool, verbose: bool) -> _Todo:
+    """List the source (in this process when small, on Ray page by page when large) and anti-join it."""
+    pages = iter(_source_pages(plan))
+    first: list[pa.Table] = []
+    rows = 0
+    for page in pages:
+        first.append(page)
+        rows += page.num_rows
+        if rows > LOCAL_ROWS:
+            break
+    output = plan.config.output
+    if rows <= LOCAL_ROWS:
+        listed = [_listed_rows(page, plan.source, output) for page in first]
+        todo = _Todo(LocalExecutor(), [listed])
+    else:
+        cpus = init_ray(plan, address=address, progress=progress, verbose=verbose)
+        mark = time.monotonic()
+        # Thousands of listing and anti-join calls: without retries Ray frees each one's pages once it ran.
+        executor = RayExecutor(retries=0)
+        source = executor.put(plan.source)
+        # Rows are made on the workers while the driver reads the next page.
+        handles, rows = [], 0
+        for page in itertools.chain(first, pages):
+            if len(handles) >= LISTING_IN_FLIGHT:
+                # Backpressure: a page waits in the object store until its task runs, so the driver
+                # reads ahead at most this many pages instead of the whole input.
+                executor.wait(handles[-LISTING_IN_FLIGHT:-LISTING_IN_FLIGHT + 1])
+            handles.append(executor.call(_listed_rows, page, source, output))
+            rows += page.num_rows
+        log.debug("listed %d rows in %d pages in %.2f s", rows, len(handles), time.monotonic() - mark)
+        # At least four buckets per CPU: each bucket is a block of the pipeline, and every CPU needs work.
+        buckets = min(256, max(4 * cpus, -(-rows // BUCKET_ROWS)))
+        groups = [handles[i:i + PAGES_PER_SPLIT] for i in range(0, len(handles), PAGES_PER_SPLIT)]
+        todo = _Todo(executor, resume.split_pages(executor, groups, buckets))
+    todo.refresh(output)
+    return todo
 
 
 def _under(folder: str) -> Any:
-    """A predicate: is a URI inside `folder`?"""
+    """A predicate on an array of URIs: is each inside `folder`? (Links are resolved once per directory.)"""
     if storage.is_s3(folder):
         prefix = folder.rstrip("/") + "/"
-        return lambda uri: uri.startswith(prefix)
+        return lambda uris: pc.fill_null(pc.starts_with(uris, prefix), False)
     root = os.path.realpath(storage.local_path(folder)) + os.sep
-    return lambda uri: not storage.is_s3(uri) and os.path.realpath(storage.local_path(uri)).startswith(root)
+
+    def inside(uris: Any) -> pa.Array:
+        local = pc.replace_substring_regex(uris, "^file://", "")
+        folders = pc.if_else(pc.match_substring(local, "/"), pc.replace_substring_regex(local, "/[^/]*$", ""), ".")
+        distinct = pc.unique(folders)
+        real = pa.array([not storage.is_s3(d) and (os.path.realpath(d or "/") + os.sep).startswith(root)
+                         for d in distinct.to_pylist()], pa.bool_())
+        return pc.fill_null(pc.take(real, pc.index_in(folders, value_set=distinct)), False)
+
+    return inside
 
 
 def _block_rows(rows: int, cpus: int) -> int:
@@ -86,6 +188,7 @@ def _blocks(table: pa.Table, rows: int) -> list[pa.Table]:
 
 
 def _drop_keys(batch: pa.Table, keys: frozenset[str]) -> pa.Table:
+    """The rows of `batch` whose keys are not in `keys`."""
     present = batch.column(columns.KEY).to_pylist()
     return batch.filter(pa.array([k not in keys for k in present]))
 
@@ -121,13 +224,14 @@ def _remote_args(planned: PlannedStage) -> dict[str, Any]:
 
 
 def _actor_pool(planned: PlannedStage, cpus: int) -> Any:
-    """The actor pool of a stage: N actors, or an autoscaling [min, max] pool."""
+    """The actor pool of a stage: N actors, or an autoscaling [min, max] pool.
+
+    By default a CPU stage's pool starts with one actor and grows to one per CPU share: a job of
+    many model and filter stages must be able to start an actor of each on a small machine.
+    """
     import ray.data
 
-    workers = planned.concurrency
-    if workers is None:
-        # One actor per CPU share on CPU; one per GPU stage by default, since GPUs are counted, not shared.
-        workers = 1 if planned.resources.gpus else max(1, int(cpus // max(planned.resources.cpus, 1)))
+    workers = _pool_size(planned, cpus)
     # A batch queued behind a long one on a busy CPU actor waits while another actor idles (the
     # first actor up would take four); a GPU actor keeps Ray's default queue, which hides transfers.
     in_flight = None if planned.resources.gpus else 1
@@ -137,8 +241,33 @@ def _actor_pool(planned: PlannedStage, cpus: int) -> Any:
     return ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=in_flight)
 
 
+def _pool_size(planned: PlannedStage, cpus: int) -> int | tuple[int, int]:
+    if planned.concurrency is not None:
+        return planned.concurrency
+    if planned.resources.gpus:
+        return 1  # GPUs are counted, not shared: one actor per GPU stage unless the config says more
+    most = max(1, int(cpus // max(planned.resources.cpus, 1)))
+    return (1, most) if most > 1 else 1
+
+
+def actor_cpu_share(plan: Plan, cpus: int) -> float:
+    """The fraction of its CPUs each actor stage's actors reserve, so every actor stage can start.
+
+    Ray Data starts the smallest pool of every actor stage at once; a job of a dozen such stages
+    on two CPUs would wait forever for CPUs no stage gives back. When their minimum pools ask for
+    more than half the cluster's CPUs (the other half runs the task stages), each actor reserves a
+    proportional share. The stage still sizes its threads from its configured CPUs.
+    """
+    demand = 0.0
+    for p in plan.stages:
+        if not p.is_global and (p.cls.needs_actor() or p.resources.gpus):
+            size = _pool_size(p, cpus)
+            demand += p.resources.cpus * (size[0] if isinstance(size, tuple) else size)
+    return min(1.0, 0.5 * cpus / demand) if demand else 1.0
+
+
 def _apply_stage(ds: Any, planned: PlannedStage, output: str, token: str, cpus: int, *,
-                 max_batch: int, tally: Any) -> Any:
+                 max_batch: int, tally: Any, actor_share: float = 1.0) -> Any:
     import ray.data
 
     # Ray fuses consecutive stages into one operator whose input bundles hold as many rows as the
@@ -147,6 +276,7 @@ def _apply_stage(ds: Any, planned: PlannedStage, output: str, token: str, cpus: 
     batch_size = min(planned.batch_size, max_batch)
     common = {"batch_size": batch_size, "batch_format": "pyarrow", **_remote_args(planned)}
     if planned.cls.needs_actor() or planned.resources.gpus:
+        common["num_cpus"] = planned.resources.cpus * actor_share
         return ds.map_batches(CountedStageTask, fn_constructor_args=(planned, output, token, tally),
                               compute=_actor_pool(planned, cpus), **common)
     if planned.concurrency:
@@ -304,10 +434,16 @@ def check_tools(plan: Plan) -> list[str]:
     return [finders[tool]() for tool in needed]
 
 
-def _pipeline(ds: Any, plan: Plan, output: str, token: str, committed: set[str], cpus: int, *,
+def _pipeline(ds: Any, plan: Plan, output: str, token: str, todo: _Todo | None, cpus: int, *,
               max_batch: int, tally: Any) -> Any | None:
-    """The lazy dataset of every stage after the source; None when no row is left to reach the sink."""
-    keys_ref = frozenset(committed)
+    """The lazy dataset of every stage after the source; None when no row is left to reach the sink.
+
+    `todo` tells what is committed: the rows a global stage reads back from a segment of a
+    previous run are anti-joined against it again, and the clips of a partly committed
+    video, made again by its split, are dropped.
+    """
+    partial = frozenset(todo.outcome.partial) if todo is not None else frozenset()
+    share = actor_cpu_share(plan, cpus)
     for planned in plan.stages:
         if planned.is_global:
             ds = _segment(ds, output, planned.index)
@@ -316,11 +452,22 @@ def _pipeline(ds: Any, plan: Plan, output: str, token: str, committed: set[str],
             ds = planned.instantiate().run(ds, RayExecutor())
             ds = ds.map_batches(_record_global_rejects, fn_args=(planned, output, token, tally),
                                 batch_format="pyarrow", batch_size=None)
+            if todo is not None and todo.done:
+                ds = _not_done(ds, todo)
         else:
-            ds = _apply_stage(ds, planned, output, token, cpus, max_batch=max_batch, tally=tally)
-        if committed and (planned.is_global or planned.cls.expands):
-            ds = ds.map_batches(_drop_keys, fn_args=(keys_ref,), batch_format="pyarrow", batch_size=None)
+            ds = _apply_stage(ds, planned, output, token, cpus, max_batch=max_batch, tally=tally,
+                              actor_share=share)
+        if partial and planned.cls.expands:
+            ds = ds.map_batches(_drop_keys, fn_args=(partial,), batch_format="pyarrow", batch_size=None)
     return ds
+
+
+def _not_done(ds: Any, todo: _Todo) -> Any:
+    """The rows of `ds` that are not committed, by the same hash buckets as the listing's anti-join."""
+    executor = RayExecutor()
+    parts = resume.split_pages(executor, [[block] for block in executor.blocks(ds)], todo.buckets)
+    handles, _ = resume.anti_join(executor, parts, todo.done, dedupe=False)
+    return executor.dataset(handles)
 
 
 def run_plan(plan: Plan, *, address: str | None = None, progress: bool = True, verbose: bool = False) -> RunResult:
@@ -337,48 +484,54 @@ def run_plan(plan: Plan, *, address: str | None = None, progress: bool = True, v
         raise ConfigError([f"`output` {output!r} cannot be written ({exc}); fix: choose a folder you can write to"]) \
             from None
     try:
-        listed = _list_source(plan)
+        todo = _list_todo(plan, address=address, progress=progress, verbose=verbose)
     except (ValueError, OSError) as exc:  # the input cannot be listed as configured: the user's to fix
         raise ConfigError([f"`input` {plan.config.input!r}: {exc}"]) from None
-    committed = commit.committed_keys(output)
-    todo, source_rejects = _new_rows(listed, committed)
-    if todo.num_rows:
+    if todo.outcome.rows:
         check_tools(plan)
     token = None
-    if todo.num_rows or source_rejects.num_rows or commit.has_orphans(output):
+    if todo.outcome.rows or todo.outcome.rejected or todo.conflicts or commit.has_orphans(output, superseded=False):
         token = owner.take_ownership(output)
-        commit.clean_orphans(output)
+        commit.clean_orphans(output, superseded=False)
         # Read again once this run owns the output: a worker of a killed run may have committed meanwhile.
-        committed = commit.committed_keys(output)
-        todo, source_rejects = _new_rows(listed, committed)
-        record_rejects(source_rejects, plan.source, output, token=token)
-    new_rows = todo.num_rows
-    log.debug("listed %d rows, %d to do, in %.2f s", listed.num_rows, new_rows, time.monotonic() - start)
+        todo.refresh(output)
+        if todo.conflicts:  # two records hold one key (a rare race of two runs): keep the latest run's
+            commit.clean_orphans(output)
+            todo.refresh(output)
+        if todo.outcome.rejected:
+            todo.handles = [todo.executor.call(_record_source_rejects, h, plan.source, output, token)
+                            for h in todo.handles]
+            todo.executor.wait(todo.handles)
+    new_rows = todo.outcome.rows
+    log.debug("listed, %d rows to do, in %.2f s", new_rows, time.monotonic() - start)
     if new_rows:
-        _execute(plan, todo, committed, token, address=address, progress=progress, verbose=verbose)
+        _execute(plan, todo, token, address=address, progress=progress, verbose=verbose)
     mark = time.monotonic()
     summary = finalize(output, stage_infos(plan))
     log.debug("final files written in %.2f s", time.monotonic() - mark)
     return RunResult(output=output, new_rows=new_rows, wall_seconds=time.monotonic() - start, summary=summary)
 
 
-def _execute(plan: Plan, todo: pa.Table, committed: set[str], token: str, *, address: str | None,
-             progress: bool, verbose: bool) -> None:
-    """Run the rows `todo` through every stage into the sink on Ray."""
+def _execute(plan: Plan, todo: _Todo, token: str, *, address: str | None, progress: bool, verbose: bool) -> None:
+    """Run the rows to do through every stage into the sink on Ray."""
     import ray
 
     mark = time.monotonic()
     cpus = init_ray(plan, address=address, progress=progress, verbose=verbose)
     log.debug("ray ready with %d CPUs in %.2f s", cpus, time.monotonic() - mark)
     mark = time.monotonic()
-    rows = _block_rows(todo.num_rows, cpus)
+    total = todo.outcome.rows
+    rows = _block_rows(total, cpus)
+    if isinstance(todo.executor, LocalExecutor):
+        ds = ray.data.from_arrow(_blocks(concat(todo.handles), rows))
+    else:
+        ds = ray.data.from_arrow_refs(todo.handles)
     tally = ray.remote(num_cpus=0)(Tally).remote() if progress else None
-    view = (ProgressView([p.name for p in plan.stages], todo.num_rows, lambda: ray.get(tally.snapshot.remote()))
+    view = (ProgressView([p.name for p in plan.stages], total, lambda: ray.get(tally.snapshot.remote()))
             if progress else contextlib.nullcontext())
     try:
         with view:
-            ds = _pipeline(ray.data.from_arrow(_blocks(todo, rows)), plan, plan.config.output, token, committed,
-                           cpus, max_batch=rows, tally=tally)
+            ds = _pipeline(ds, plan, plan.config.output, token, todo, cpus, max_batch=rows, tally=tally)
             if ds is not None:
                 ds.write_datasink(_make_datasink(plan, token), ray_remote_args={"max_retries": 0})
     except Exception as exc:

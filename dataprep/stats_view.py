@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dataprep import commit, paths, storage
-from dataprep.finalize import StageInfo, funnel
+from dataprep.funnel import FunnelCounter, StageInfo
 from dataprep.thresholds import DERIVED, Threshold, column_value, job_stages, stage_classes, threshold_of, thresholds
 from dataprep.stage import Filter
 
@@ -251,11 +251,14 @@ def _video_seconds(part: _Part) -> float:
     return float(pc.sum(durations).as_py() or 0.0)
 
 
-def _kept_keys(parts: list[_Part]) -> list[str]:
-    keys: list[str] = []
+def _funnel(infos: list[StageInfo], parts: list[_Part], ledger_rows: LedgerRows) -> list[dict[str, Any]]:
+    """The funnel, reading the kept keys one shard's part at a time."""
+    counter = FunnelCounter(infos)
     for part in parts:
-        keys.extend(pq.read_table(part.path, columns=["key"]).column(0).to_pylist())
-    return keys
+        counter.add_kept(pq.read_table(part.path, columns=["key"]).column(0))
+    counter.add_rejects(pa.array(ledger_rows.keys, pa.string()), pa.array(ledger_rows.stage_index, pa.int32()),
+                        pa.array(ledger_rows.reasons, pa.string()))
+    return counter.rows()
 
 
 def _finalized(output: str, kept: int, rejected: int) -> bool:
@@ -275,7 +278,6 @@ def build_view(output: str) -> StatsView:
     ledger_rows = read_ledger(output)
     with _committed_parts(output) as parts:
         shard_rows = [ShardRow(p.stats["shard"], p.stats["count"], p.stats["bytes"], _video_seconds(p)) for p in parts]
-        kept_keys = _kept_keys(parts)
         histograms = []
         for column in _numeric_columns(parts):
             chunks, rows = [], 0
@@ -288,24 +290,24 @@ def build_view(output: str) -> StatsView:
             histograms.append(histogram(column, kept, rows, rejected, bounds.get(column, [])))
             del chunks, kept  # one column at a time
         categories = _categories(parts)
-    infos = [StageInfo(i, s["stage"], bool(getattr(c, "expands", False)))
-             for i, (s, c) in enumerate(zip(stages, classes, strict=True))]
-    rejects = list(zip(ledger_rows.keys, ledger_rows.stage_index, ledger_rows.reasons, strict=True))
+        infos = [StageInfo(i, s["stage"], bool(getattr(c, "expands", False)))
+                 for i, (s, c) in enumerate(zip(stages, classes, strict=True))]
+        funnel_rows = _funnel(infos, parts, ledger_rows) if infos else []
     kept_count = sum(s.count for s in shard_rows)
     totals = {
         "kept": kept_count,
-        "rejected": len(rejects),
+        "rejected": len(ledger_rows.keys),
         "shards": len(shard_rows),
         "shard_bytes": sum(s.bytes for s in shard_rows),
         "video_hours": sum(s.video_seconds for s in shard_rows) / 3600,
     }
-    finalized = _finalized(output, kept_count, len(rejects))
+    finalized = _finalized(output, kept_count, len(ledger_rows.keys))
     if not finalized:
         notes.append("no final summary matches what is committed: a run is in progress or was interrupted; "
                      "these numbers cover the committed shards and ledger parts so far")
     return StatsView(
         output=output, finalized=finalized, totals=totals,
-        funnel=funnel(infos, kept_keys, rejects) if infos else [],
+        funnel=funnel_rows,
         histograms=histograms, categories=categories, shards=shard_rows,
         stages=[{"stage": s["stage"], "options": s.get("options", {})} for s in stages],
         score_columns=sorted({c for cls in classes if cls is not None and issubclass(cls, Filter)

@@ -97,6 +97,29 @@ def list_files(uri: str) -> list[str]:
     return sorted(found)
 
 
+def iter_folders(uri: str) -> Iterator[list[str]]:
+    """The files below a local directory or an s3:// prefix, one folder at a time (each sorted), as listed.
+
+    S3 is listed with ListObjectsV2 and `/` as delimiter, page by page: a folder's files
+    come out as soon as its pages are read, and no list of every file is ever held.
+    """
+    if not is_s3(uri):
+        for dirpath, dirnames, filenames in os.walk(local_path(uri)):
+            dirnames.sort()
+            yield [os.path.join(dirpath, name) for name in sorted(filenames)]
+        return
+    bucket, prefix = split_s3(uri)
+    pending = [prefix + "/" if prefix and not prefix.endswith("/") else prefix]
+    paginator = _client().get_paginator("list_objects_v2")
+    while pending:
+        folder, files, subfolders = pending.pop(0), [], []
+        for page in paginator.paginate(Bucket=bucket, Prefix=folder, Delimiter="/"):
+            files.extend(f"s3://{bucket}/{obj['Key']}" for obj in page.get("Contents", []))
+            subfolders.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
+        yield sorted(files)
+        pending[:0] = sorted(subfolders)
+
+
 def read_parquet(uri: str) -> Any:
     """A Parquet file or object as a pyarrow table."""
     import io

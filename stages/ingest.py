@@ -23,6 +23,7 @@ from pydantic import Field
 
 from dataprep import columns, storage
 from dataprep.stage import Source, StageParams
+from dataprep.stages.manifest_rows import file_rows, row_key, row_source, where
 from dataprep.stages.media_types import SIDECAR_EXTENSIONS, TEXT, extension, media_type_of
 
 log = logging.getLogger(__name__)
@@ -68,24 +69,60 @@ class Ingest(Source):
     Params = IngestParams
 
     def read(self, uri: str) -> Iterator[pa.Table]:
-        """Yield tables of rows listing `uri`."""
-        rows = self._manifest_rows(uri) if extension(uri) in MANIFEST_EXTENSIONS else self._folder_rows(uri)
+        """Yield tables of rows listing `uri`; a file listed twice is kept the first time."""
         seen: set[str] = set()
-        batch: list[dict[str, Any]] = []
         duplicates = 0
-        for row in rows:
-            if row[columns.SOURCE] in seen:
-                duplicates += 1
-                continue
-            seen.add(row[columns.SOURCE])
-            batch.append(row)
-            if len(batch) >= self.params.batch_rows:
-                yield pa.Table.from_pylist(batch, schema=SCHEMA)
-                batch = []
-        if batch:
-            yield pa.Table.from_pylist(batch, schema=SCHEMA)
+        for page in self.pages(uri):
+            table = self.rows(page)
+            sources = table.column(columns.SOURCE).to_pylist()
+            first = [s not in seen and not seen.add(s) for s in sources]
+            duplicates += len(first) - sum(first)
+            yield table.filter(pa.array(first, pa.bool_()))
         if duplicates:
             log.warning("ingest: %d listed URIs appeared more than once; each is processed once", duplicates)
+
+    def pages(self, uri: str) -> Iterator[pa.Table]:
+        """The listing in pages of at most `batch_rows` rows, for `rows` to turn into rows anywhere (a worker).
+
+        A manifest of files is read a batch at a time and never whole; each page holds its
+        rows' numbers, so keys do not depend on how it was cut. Other inputs (folders,
+        text-only manifests) come as finished rows. A file named twice is not removed here:
+        `read` and the runner keep the first of each key.
+        """
+        if extension(uri) not in MANIFEST_EXTENSIONS:
+            yield from _tables(self._folder_rows(uri), self.params.batch_rows)
+            return
+        if self._is_text_only(uri, _manifest_columns(uri)):
+            yield from _tables(self._text_rows(uri, _read_manifest(uri)), self.params.batch_rows)
+            return
+        self._check_file_manifest(uri)
+        start = 1
+        text = {self.params.uri_column: pa.string(), self.params.caption_column: pa.string()}
+        for batch in _manifest_batches(uri, self.params.batch_rows, text):
+            names = [c for c in (self.params.uri_column, self.params.caption_column) if c in batch.column_names]
+            page = batch.select(names)
+            yield page.replace_schema_metadata({_PAGE_URI: uri, _PAGE_START: str(start)})
+            start += batch.num_rows
+
+    def rows(self, page: pa.Table) -> pa.Table:
+        """The listed rows of one page from `pages`."""
+        meta = page.schema.metadata or {}
+        if _PAGE_URI.encode() not in meta:
+            return page
+        p = self.params
+        uri, start = meta[_PAGE_URI.encode()].decode(), int(meta[_PAGE_START.encode()])
+        has_caption = p.caption_column in page.column_names
+        captions = page.column(p.caption_column).combine_chunks() if has_caption else pa.nulls(page.num_rows, pa.string())
+        table = file_rows(uri, page.column(p.uri_column).combine_chunks(), captions, first_row=start,
+                          media_types=list(p.media_types), uri_column=p.uri_column, schema=SCHEMA)
+        if has_caption or not p.sidecar_captions:
+            return table
+        # Without a caption column, each file's caption is its sidecar NAME.txt, if there is one.
+        sidecars = [self._sidecar_caption(s) if t is not None else None
+                    for s, t in zip(table.column(columns.SOURCE).to_pylist(), table.column("media_type").to_pylist(),
+                                    strict=True)]
+        return table.set_column(table.schema.get_field_index(columns.CAPTION), columns.CAPTION,
+                                pa.array(sidecars, pa.string()))
 
     def _row(self, uri: str, caption: str | None) -> dict[str, Any]:
         media_type = media_type_of(uri)
@@ -103,14 +140,17 @@ class Ingest(Source):
         return f"input:media_type: {media_type}, this job takes {', '.join(wanted)} (ingest option `media_types`)"
 
     def _folder_rows(self, uri: str) -> Iterator[dict[str, Any]]:
-        single_file = not storage.is_s3(uri) and os.path.isfile(storage.local_path(uri))
-        files = [uri] if single_file else storage.list_files(uri)
-        present = None if single_file else set(files)
-        for path in files:
-            name = path.rsplit("/", 1)[-1]
-            if name.startswith(".") or extension(path) in SIDECAR_EXTENSIONS:
-                continue
-            yield self._row(path, self._sidecar_caption(path, present))
+        """Rows of one file, or of a folder's files, listed one subfolder at a time (sidecars sit beside media)."""
+        if not storage.is_s3(uri) and os.path.isfile(storage.local_path(uri)):
+            yield self._row(uri, self._sidecar_caption(uri))
+            return
+        for files in storage.iter_folders(uri):
+            present = set(files)
+            for path in files:
+                name = path.rsplit("/", 1)[-1]
+                if name.startswith(".") or extension(path) in SIDECAR_EXTENSIONS:
+                    continue
+                yield self._row(path, self._sidecar_caption(path, present))
 
     def _sidecar_caption(self, path: str, present: set[str] | None = None) -> str | None:
         if not self.params.sidecar_captions:
@@ -121,29 +161,13 @@ class Ingest(Source):
             return None
         return storage.read_bytes(sidecar).decode("utf-8", errors="replace").strip()
 
-    def _manifest_rows(self, uri: str) -> Iterator[dict[str, Any]]:
-        table = _read_manifest(uri)
-        if self._is_text_only(uri, table.column_names):
-            yield from self._text_rows(uri, table)
-            return
+    def _check_file_manifest(self, uri: str) -> None:
+        """Raise when an option meant for text-only manifests is set for a manifest of files."""
         p = self.params
         if p.key_column is not None:
             raise ValueError(f"ingest option `key_column` ({p.key_column!r}) names the keys of a text-only manifest, "
                              f"but {uri!r} lists files (column {p.uri_column!r}), whose keys hash their URIs; "
                              "fix: remove `key_column`")
-        base = os.path.dirname(storage.local_path(uri)) if not storage.is_s3(uri) else uri.rsplit("/", 1)[0]
-        uris = table.column(p.uri_column).to_pylist()
-        has_caption = p.caption_column in table.column_names
-        captions = table.column(p.caption_column).to_pylist() if has_caption else [None] * len(uris)
-        for number, (item, caption) in enumerate(zip(uris, captions, strict=True), start=1):
-            item = str(item).strip() if item is not None else ""
-            if not item:
-                yield _manifest_reject(uri, number, f"no_uri: {_where(uri, number)} has no {p.uri_column!r}")
-                continue
-            resolved = _resolve(item, base)
-            if caption is None and not has_caption:
-                caption = self._sidecar_caption(resolved)
-            yield self._row(resolved, caption)
 
     def _is_text_only(self, uri: str, names: list[str]) -> bool:
         """Whether the manifest's rows are texts rather than files; raise when it is neither."""
@@ -171,19 +195,31 @@ class Ingest(Source):
         ids = table.column(p.key_column).to_pylist() if p.key_column is not None else [None] * len(texts)
         first_row: dict[str, int] = {}  # key -> the row that has it, so a repeated id is rejected, not merged
         for number, (text, ident) in enumerate(zip(texts, ids, strict=True), start=1):
-            where = _where(uri, number)
+            place = where(uri, number)
             ident = str(ident).strip() if ident is not None else ""
-            key = _row_key(uri, number) if p.key_column is None else columns.safe_key(ident) if ident else ""
+            key = row_key(uri, number) if p.key_column is None else columns.safe_key(ident) if ident else ""
             if not isinstance(text, str) or not text.strip():
-                yield _manifest_reject(uri, number, f"no_text: {where} has no {p.caption_column!r}")
+                yield _manifest_reject(uri, number, f"no_text: {place} has no {p.caption_column!r}")
             elif not key:
-                yield _manifest_reject(uri, number, f"no_key: {where} has no {p.key_column!r}")
+                yield _manifest_reject(uri, number, f"no_key: {place} has no {p.key_column!r}")
             elif key in first_row:
-                yield _manifest_reject(uri, number, f"duplicate_key: {where} repeats {p.key_column!r} {ident!r} "
+                yield _manifest_reject(uri, number, f"duplicate_key: {place} repeats {p.key_column!r} {ident!r} "
                                                     f"of row {first_row[key]}")
             else:
                 first_row[key] = number
-                yield _listed(key, _row_source(uri, number), text, TEXT, self._unwanted(TEXT))
+                yield _listed(key, row_source(uri, number), text, TEXT, self._unwanted(TEXT))
+
+
+def _tables(rows: Iterator[dict[str, Any]], size: int) -> Iterator[pa.Table]:
+    """Rows as tables of at most `size` rows."""
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield pa.Table.from_pylist(batch, schema=SCHEMA)
+            batch = []
+    if batch:
+        yield pa.Table.from_pylist(batch, schema=SCHEMA)
 
 
 def _listed(key: str, source: str, caption: str | None, media_type: str | None,
@@ -192,30 +228,55 @@ def _listed(key: str, source: str, caption: str | None, media_type: str | None,
             columns.REJECT: reject}
 
 
-def _where(uri: str, number: int) -> str:
-    return f"row {number} of {uri.rstrip('/').rsplit('/', 1)[-1]}"
-
-
-def _row_source(uri: str, number: int) -> str:
-    """The source of a manifest row that names no file: the manifest's URI and its 1-based row number."""
-    return f"{uri}#{number}"
-
-
-def _row_key(uri: str, number: int) -> str:
-    """The key of a manifest row that names no file: from the manifest's URI and row number, never a batch position."""
-    stem = uri.rstrip("/").rsplit("/", 1)[-1].split(".", 1)[0]
-    return columns.source_key(_row_source(uri, number), stem=f"{stem}_{number}")
-
-
 def _manifest_reject(uri: str, number: int, reason: str) -> dict[str, Any]:
     """A manifest row that cannot be a sample, as a rejected row keyed by its place in the manifest."""
-    return _listed(_row_key(uri, number), _row_source(uri, number), None, None, f"input:{reason}")
+    return _listed(row_key(uri, number), row_source(uri, number), None, None, f"input:{reason}")
 
 
-def _resolve(item: str, base: str) -> str:
-    if storage.is_s3(item) or os.path.isabs(item) or item.startswith("file://"):
-        return item
-    return storage.join(base, item)
+# Schema metadata of a page of manifest rows: the manifest's URI and the number of the page's first row.
+_PAGE_URI, _PAGE_START = "dataprep.manifest", "dataprep.first_row"
+
+
+def _manifest_columns(uri: str) -> list[str]:
+    """The column names of a manifest, from its first rows."""
+    for batch in _manifest_batches(uri, 1, {}):
+        return batch.column_names
+    return []
+
+
+def _manifest_batches(uri: str, rows: int, text: dict[str, pa.DataType]) -> Iterator[pa.Table]:
+    """The manifest's rows in tables of at most `rows`, read as a stream (an s3:// one is downloaded first).
+
+    CSV columns named in `text` are read as those types, so a first block of numbers cannot fix a wrong type.
+    """
+    ext = extension(uri)
+    with storage.open_local(uri) as path:
+        if ext == ".parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+                yield pa.Table.from_batches([batch])
+            return
+        if ext == ".csv":
+            import pyarrow.csv as pcsv
+
+            reader = pcsv.open_csv(path, convert_options=pcsv.ConvertOptions(column_types=text))
+        else:
+            import pyarrow.json as pjson
+
+            reader = pjson.open_json(path)
+        pending: list[pa.RecordBatch] = []
+        count = 0
+        for batch in reader:
+            pending.append(batch)
+            count += batch.num_rows
+            while count >= rows:
+                table = pa.Table.from_batches(pending)
+                yield table.slice(0, rows)
+                rest = table.slice(rows)
+                pending, count = rest.to_batches(), rest.num_rows
+        if count:
+            yield pa.Table.from_batches(pending)
 
 
 def _read_manifest(uri: str) -> pa.Table:

@@ -42,3 +42,62 @@ def test_declared_rates_are_summed_over_kept_rows():
     stage = StageInfo(2, "vlm", False, {"tokens_per_s": ("tokens", "seconds"), "missing": ("nope", "seconds")})
     assert rates(manifest, [StageInfo(0, "ingest", False), stage]) == {"tokens_per_s": 20.0}
     assert rates(manifest.slice(2), [stage]) == {}
+
+
+def test_funnel_fed_in_batches_equals_funnel_of_all_rows():
+    import pyarrow as pa
+
+    from dataprep.funnel import FunnelCounter
+
+    stages = [StageInfo(0, "ingest", False), StageInfo(1, "split", True), StageInfo(2, "size", False)]
+    kept = [f"v{i}_c000{j}" for i in range(6) for j in range(2)]
+    rejects = [(f"x{i}", 1, f"error:Bad: case {i % 4}") for i in range(9)] + \
+              [(f"v9_c000{j}", 2, f"size:min_side: {j}px") for j in range(5)]
+    counter = FunnelCounter(stages)
+    for start in range(0, len(kept), 5):
+        counter.add_kept(pa.array(kept[start:start + 5]))
+    for start in range(len(rejects) - 1, -1, -4):  # late keys first: examples must still be the smallest keys
+        part = rejects[max(0, start - 3):start + 1]
+        counter.add_rejects(*(pa.array([r[i] for r in part]) for i in range(3)))
+    assert counter.rows() == funnel(stages, kept, rejects)
+    assert funnel(stages, kept, rejects)[1]["reason_details"]["error:Bad"] == ["case 0", "case 1", "case 2"]
+
+
+def test_field_summary_over_batches_equals_the_sink_summary():
+    import pyarrow as pa
+
+    from dataprep.field_summary import FieldSummary
+    from dataprep.sink import summarize_fields
+
+    rows = [{"key": "a", "width": 3, "score": 0.5, "codec": "h264", "ok": True},
+            {"key": "b", "width": None, "score": float("nan"), "codec": "vp9", "ok": False},
+            {"key": "c", "width": 7, "score": 1.5, "codec": "h264", "ok": True}]
+    summary = FieldSummary()
+    summary.add(pa.Table.from_pylist(rows[:1]))
+    summary.add(pa.Table.from_pylist(rows[1:]))
+    assert summary.result() == summarize_fields(rows)
+
+
+def test_finalize_streams_parts_of_different_columns_and_skips_an_unchanged_rerun(tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dataprep import paths, storage
+    from dataprep.finalize import finalize
+
+    out = tmp_path / "out"
+    for index, rows in enumerate([[{"key": "b", "width": 2}, {"key": "a", "width": 1}], [{"key": "c", "fps": 2.5}]]):
+        shard = paths.shard_path("", index)
+        storage.write_atomic(str(out / paths.manifest_part(index)),
+                             storage.parquet_bytes(pa.Table.from_pylist([{**r, "shard": shard} for r in rows])))
+        storage.write_atomic(str(out / paths.stats_path(shard)),
+                             json.dumps({"shard": shard, "count": len(rows), "bytes": 10}).encode())
+    stages = [StageInfo(0, "ingest", False)]
+    summary = finalize(str(out), stages)
+    manifest = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert [(r["key"], r["width"], r["fps"]) for r in manifest] == [("a", 1, None), ("b", 2, None), ("c", None, 2.5)]
+    assert summary["totals"] == {"kept": 3, "rejected": 0, "shards": 2, "shard_bytes": 20}
+    (out / "manifest.parquet").write_bytes(b"stale")  # an unchanged rerun does not read or rewrite anything
+    assert finalize(str(out), stages) == summary and (out / "manifest.parquet").read_bytes() == b"stale"

@@ -173,7 +173,7 @@ def test_small_input_is_cut_so_every_cpu_gets_work(sample_dir, tmp_path):
     block = runner._block_rows(rows, cpus)
     blocks = runner._blocks(pa.table({"key": [str(i) for i in range(rows)]}), block)
     ds = Recorder()
-    runner._pipeline(ds, plan, str(tmp_path / "out"), "token", set(), cpus, max_batch=block, tally=None)
+    runner._pipeline(ds, plan, str(tmp_path / "out"), "token", None, cpus, max_batch=block, tally=None)
     assert len(blocks) >= 2 * cpus
     assert max(plan.stages, key=lambda p: p.batch_size).batch_size > block  # size_filter asks for 256
     assert ds.batch_sizes and max(ds.batch_sizes) <= block

@@ -389,6 +389,18 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
         raise ConnectionError(f"nothing answers at {host}:{port} ({exc})") from None
 
 
+def _check_shared_paths(plan: Plan) -> None:
+    """On a cluster, every node must see a local input and output as this driver does (before any work)."""
+    from dataprep.shared_paths import unseen_problems
+
+    problems = unseen_problems(plan.config.input, plan.config.output)
+    if problems:
+        import ray
+
+        ray.shutdown()
+        raise ConfigError(problems)
+
+
 def init_ray(plan: Plan, *, address: str | None = None, progress: bool = True, verbose: bool = False) -> int:
     """Connect to `address` or start embedded Ray; returns the CPUs Ray has.
 
@@ -415,6 +427,8 @@ def init_ray(plan: Plan, *, address: str | None = None, progress: bool = True, v
             # "local" always starts a new instance: a `ray start` cluster on this machine is not ours to join.
             kwargs.update(address="local", num_cpus=plan.config.ray.num_cpus, include_dashboard=False)
         ray.init(**kwargs)
+        if address:
+            _check_shared_paths(plan)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress and verbose
     ctx.print_on_execution_start = False

@@ -233,8 +233,11 @@ def _actor_pool(planned: PlannedStage, cpus: int) -> Any:
 
     workers = _pool_size(planned, cpus)
     # A batch queued behind a long one on a busy CPU actor waits while another actor idles (the
-    # first actor up would take four); a GPU actor keeps Ray's default queue, which hides transfers.
-    in_flight = None if planned.resources.gpus else 1
+    # first actor up would take four): stages that run programs on media (ffmpeg) take one at a time.
+    # Other CPU actors take two, since Ray Data notices a finished batch up to 100 ms late while
+    # another operator runs, and a model stage's short batches would idle that long between them.
+    # A GPU actor keeps Ray's default queue, which hides transfers.
+    in_flight = None if planned.resources.gpus else (1 if planned.cls.tools else 2)
     if isinstance(workers, tuple):
         return ray.data.ActorPoolStrategy(min_size=workers[0], max_size=workers[1],
                                           max_tasks_in_flight_per_actor=in_flight)

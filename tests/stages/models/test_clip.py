@@ -195,3 +195,16 @@ def test_job_writes_embeddings_to_shards_and_scores_to_manifest_and_ledger(ray_s
         # The stored vector is clip_embed's output for the sample's own thumbnail.
         again = embeddings(stage.process_batch(frames_table([[sample["frames.0.jpg"]]])))[0]
         np.testing.assert_allclose(stored, again, atol=1e-5)
+
+
+def test_embedding_matrix_reads_sliced_arrays_with_nulls():
+    import numpy as np
+    import pyarrow as pa
+
+    from dataprep.stages.models.clip import embedding_matrix
+
+    rows = [[1.0, 2.0], None, [3.0, 4.0], [5.0, 6.0]]
+    column = pa.array(rows, pa.list_(pa.float32(), 2)).slice(1)  # an offset, as a batch of a larger block has
+    matrix, present = embedding_matrix(pa.table({"clip_embedding": column}))
+    assert present == [False, True, True]
+    np.testing.assert_array_equal(matrix, np.array([[0, 0], [3, 4], [5, 6]], np.float32))

@@ -56,7 +56,9 @@ def test_inconsistent_options_fail(tmp_path):
 
 def test_missing_column_names_the_stage_that_writes_it(tmp_path):
     message = _problems(tmp_path, [{"stage": "ingest"}, {"stage": "size_filter"}])
-    assert "reads column 'width', which no earlier stage writes; fix: add 'probe'" in message
+    line = next(x for x in message.splitlines() if "reads column 'width'" in x)
+    # Every stage that writes it is offered (probe, standardize, image_standardize, face_crop...).
+    assert "which no earlier stage writes; fix: add " in line and "'probe'" in line and line.endswith("before it")
 
 
 def test_first_stage_must_be_source(tmp_path):

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataprep import columns, commit, job_record, owner, paths, resume, storage
+from dataprep.actor_pools import actor_cpu_share, actor_pool, remote_args
 from dataprep.arrow import concat, ensure_reject_column, split_rejects
 from dataprep.errors import ConfigError, FatalStageError
 from dataprep.executor import LocalExecutor
@@ -214,61 +215,6 @@ def _record_global_rejects(batch: pa.Table, planned: PlannedStage, output: str, 
     return kept
 
 
-def _remote_args(planned: PlannedStage) -> dict[str, Any]:
-    args: dict[str, Any] = {"num_cpus": planned.resources.cpus}
-    if planned.resources.gpus:
-        args["num_gpus"] = planned.resources.gpus
-    if planned.resources.memory:
-        args["memory"] = planned.resources.memory
-    return args
-
-
-def _actor_pool(planned: PlannedStage, cpus: int) -> Any:
-    """The actor pool of a stage: N actors, or an autoscaling [min, max] pool.
-
-    By default a CPU stage's pool starts with one actor and grows to one per CPU share: a job of
-    many model and filter stages must be able to start an actor of each on a small machine.
-    """
-    import ray.data
-
-    workers = _pool_size(planned, cpus)
-    # A batch queued behind a long one on a busy CPU actor waits while another actor idles (the
-    # first actor up would take four): stages that run programs on media (ffmpeg) take one at a time.
-    # Other CPU actors take two, since Ray Data notices a finished batch up to 100 ms late while
-    # another operator runs, and a model stage's short batches would idle that long between them.
-    # A GPU actor keeps Ray's default queue, which hides transfers.
-    in_flight = None if planned.resources.gpus else (1 if planned.cls.tools else 2)
-    if isinstance(workers, tuple):
-        return ray.data.ActorPoolStrategy(min_size=workers[0], max_size=workers[1],
-                                          max_tasks_in_flight_per_actor=in_flight)
-    return ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=in_flight)
-
-
-def _pool_size(planned: PlannedStage, cpus: int) -> int | tuple[int, int]:
-    if planned.concurrency is not None:
-        return planned.concurrency
-    if planned.resources.gpus:
-        return 1  # GPUs are counted, not shared: one actor per GPU stage unless the config says more
-    most = max(1, int(cpus // max(planned.resources.cpus, 1)))
-    return (1, most) if most > 1 else 1
-
-
-def actor_cpu_share(plan: Plan, cpus: int) -> float:
-    """The fraction of its CPUs each actor stage's actors reserve, so every actor stage can start.
-
-    Ray Data starts the smallest pool of every actor stage at once; a job of a dozen such stages
-    on two CPUs would wait forever for CPUs no stage gives back. When their minimum pools ask for
-    more than half the cluster's CPUs (the other half runs the task stages), each actor reserves a
-    proportional share. The stage still sizes its threads from its configured CPUs.
-    """
-    demand = 0.0
-    for p in plan.stages:
-        if not p.is_global and (p.cls.needs_actor() or p.resources.gpus):
-            size = _pool_size(p, cpus)
-            demand += p.resources.cpus * (size[0] if isinstance(size, tuple) else size)
-    return min(1.0, 0.5 * cpus / demand) if demand else 1.0
-
-
 def _apply_stage(ds: Any, planned: PlannedStage, output: str, token: str, cpus: int, *,
                  max_batch: int, tally: Any, actor_share: float = 1.0) -> Any:
     import ray.data
@@ -277,11 +223,11 @@ def _apply_stage(ds: Any, planned: PlannedStage, output: str, token: str, cpus: 
     # largest batch_size among them: the 256 rows of a cheap filter would make the video stages
     # after it one task on one CPU. No batch above the listing's block size keeps every block a task.
     batch_size = min(planned.batch_size, max_batch)
-    common = {"batch_size": batch_size, "batch_format": "pyarrow", **_remote_args(planned)}
+    common = {"batch_size": batch_size, "batch_format": "pyarrow", **remote_args(planned)}
     if planned.cls.needs_actor() or planned.resources.gpus:
         common["num_cpus"] = planned.resources.cpus * actor_share
         return ds.map_batches(CountedStageTask, fn_constructor_args=(planned, output, token, tally),
-                              compute=_actor_pool(planned, cpus), **common)
+                              compute=actor_pool(planned, cpus), **common)
     if planned.concurrency:
         common["compute"] = ray.data.TaskPoolStrategy(size=planned.concurrency)
     return ds.map_batches(_task_fn(planned), fn_args=(planned, output, token, tally), **common)

@@ -69,28 +69,13 @@ def batches_of_one_shape(samples: Iterable[dict[str, Any]], batch_size: int, arr
     """
     import torch
 
-    if batch_size <= 0:
-        raise ValueError(f"`batch_size` must be > 0, got {batch_size}")
-    pending: dict[tuple[tuple[int, ...], ...], list[dict[str, Any]]] = {}
-    waiting, limit = 0, 16 * batch_size
     stacked = (*arrays, *(f"{name}_mask" for name in masks))
 
     def collate(group: list[dict[str, Any]]) -> dict[str, Any]:
         batch = {name: torch.stack([s[name] for s in group]) for name in stacked}
         return {**batch, **{f: [s[f] for s in group] for f in ("key", "caption", "meta")}}
 
-    for sample in samples:
-        group = pending.setdefault(_shape_key(sample, arrays), [])
-        group.append(sample)
-        waiting += 1
-        if len(group) == batch_size or waiting > limit:
-            fullest = group if len(group) == batch_size else max(pending.values(), key=len)
-            waiting -= len(fullest)
-            yield collate(fullest)
-            fullest.clear()
-    for group in pending.values():
-        if group:
-            yield collate(group)
+    return reader.group_batches(samples, batch_size, functools.partial(_shape_key, arrays=arrays), collate)
 
 
 def make_dataset(output: str, batch_size: int, *, arrays: tuple[str, ...] = ("latent",),

@@ -124,24 +124,36 @@ def batch_by_bucket(samples: Iterable[dict[str, Any]], batch_size: int, *,
     `num_frames` is set. When more than `max_pending` (default 16 batches) wait, the
     fullest group goes out early, so inputs of many shapes cannot fill memory.
     """
+    def shape_of(sample: dict[str, Any]) -> Any:
+        return sample["bucket"], tuple(sample["media"].shape) if sample["media"] is not None else None
+
+    return group_batches(samples, batch_size, shape_of, collate, max_pending=max_pending)
+
+
+def group_batches(samples: Iterable[dict[str, Any]], batch_size: int, key: Any, make_batch: Any, *,
+                  max_pending: int | None = None) -> Iterator[dict[str, Any]]:
+    """`make_batch` of up to `batch_size` samples with equal `key(sample)`, in arrival order per key.
+
+    When more than `max_pending` (default 16 batches) wait, the fullest group goes out early, so inputs of
+    many keys cannot fill memory; what is left at the end comes out as smaller batches.
+    """
     if batch_size <= 0:
         raise ValueError(f"`batch_size` must be > 0, got {batch_size}")
     limit = max_pending if max_pending is not None else 16 * batch_size
-    pending: dict[tuple[str, tuple[int, ...] | None], list[dict[str, Any]]] = {}
+    pending: dict[Any, list[dict[str, Any]]] = {}
     waiting = 0
     for sample in samples:
-        shape = tuple(sample["media"].shape) if sample["media"] is not None else None
-        group = pending.setdefault((sample["bucket"], shape), [])
+        group = pending.setdefault(key(sample), [])
         group.append(sample)
         waiting += 1
         if len(group) == batch_size or waiting > limit:
             fullest = group if len(group) == batch_size else max(pending.values(), key=len)
             waiting -= len(fullest)
-            yield collate(fullest)
+            yield make_batch(fullest)
             fullest.clear()
     for group in pending.values():
         if group:
-            yield collate(group)
+            yield make_batch(group)
 
 
 def read_batches(output: str, batch_size: int, *, shuffle: int = 0, num_frames: int | None = None,

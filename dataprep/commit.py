@@ -157,7 +157,10 @@ def write_lineage(output: str, parents: list[str], children: list[list[str]], *,
         return
     table = pa.table({"parent": parents, "children": children}, schema=pa.schema(
         [("parent", pa.string()), ("children", pa.list_(pa.string()))]))
-    digest = hashlib.sha1("\0".join(sorted(parents)).encode("utf-8")).hexdigest()[:20]
+    # Named by parents and children both: a part written again with the same content replaces itself, and
+    # parts that differ (another batch or stage with the same parent) sit beside each other and are unioned.
+    content = "\0".join(f"{p}\1{chr(2).join(sorted(c))}" for p, c in sorted(zip(parents, children, strict=True)))
+    digest = hashlib.sha1(content.encode("utf-8")).hexdigest()[:20]
     data = storage.parquet_bytes(table)
     owner.assert_owner(output, token)
     storage.write_atomic(paths.under(output, paths.lineage_part(digest)), data)

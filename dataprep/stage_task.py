@@ -101,9 +101,12 @@ class StageTask:
         """Record parent -> children, and reject inputs that produced no row at all."""
         out_keys = out.column(columns.KEY).to_pylist()
         parents = column_or_none(out, columns.PARENT)
+        inputs = set(batch.column(columns.KEY).to_pylist())
         children: dict[str, list[str]] = {}
         for key, parent in zip(out_keys, parents, strict=True):
-            if parent is not None and parent != key:
+            # Only rows this stage made from a row of this batch: a row passed through keeps the parent an
+            # earlier split gave it, and recording it here would claim that parent has no other children.
+            if parent in inputs and parent != key:
                 children.setdefault(parent, []).append(key)
         commit.write_lineage(self.output, list(children), list(children.values()), token=self.token)
         covered = set(out_keys) | set(children)

@@ -48,6 +48,16 @@ def test_parent_done_only_when_every_child_is(tmp_path):
     assert commit.done_parents(str(tmp_path), {"v_c0000", "v_c0001_c0000"}) == {"v", "v_c0001"}
 
 
+def test_lineage_parts_of_one_parent_add_up(tmp_path):
+    # Two batches (or stages) recording children of one parent: neither part may replace the other.
+    commit.write_lineage(str(tmp_path), ["v"], [["v_c0000"]])
+    commit.write_lineage(str(tmp_path), ["v"], [["v_c0001"]])
+    commit.write_lineage(str(tmp_path), ["v"], [["v_c0001"]])
+    assert len(list((tmp_path / "_work/lineage").iterdir())) == 2
+    assert commit.done_parents(str(tmp_path), {"v_c0001"}) == set()
+    assert commit.done_parents(str(tmp_path), {"v_c0000", "v_c0001"}) == {"v"}
+
+
 def test_superseded_run_cannot_commit(tmp_path):
     old = owner.take_ownership(str(tmp_path))
     owner.take_ownership(str(tmp_path))

@@ -89,6 +89,39 @@ def test_expansion_records_lineage_and_rejects_empty_parents(tmp_path):
     assert done == {"k2"}
 
 
+class ClipCutter(Stage):
+    """Expands like standardize: a long row becomes two rows, any other passes through with its parent."""
+
+    name = "cutter"
+    reads = ("x",)
+    writes = ("key", "parent_key")
+    expands = True
+
+    def process_batch(self, batch):
+        rows = []
+        for row in batch.to_pylist():
+            cuts = 2 if row["x"] > 9 else 1
+            rows += [{**row, "key": f"{row['key']}_c{i:04d}", "parent_key": row["key"]} for i in range(cuts)] \
+                if cuts > 1 else [row]
+        return pa.Table.from_pylist(rows)
+
+
+def test_a_later_expanding_stage_keeps_the_splits_lineage(tmp_path):
+    # A video split into three clips, the clips then seen in separate batches by a stage that also expands.
+    split = StageTask(planned(Splitter), str(tmp_path))(_batch([3]))
+    cutter = StageTask(planned(ClipCutter, index=2), str(tmp_path))
+    for i in range(split.num_rows):
+        cutter(split.slice(i, 1))
+    assert len(list((tmp_path / "_work/lineage").iterdir())) == 1, "rows passed through are not the cutter's children"
+    # One clip committed (say rejected by a filter) must not make the video done: its other clips are not.
+    assert commit.done_parents(str(tmp_path), {"k3_c0002"}) == set()
+    assert commit.done_parents(str(tmp_path), {"k3_c0000", "k3_c0001", "k3_c0002"}) == {"k3"}
+    # Rows it cuts itself are its own children.
+    StageTask(planned(ClipCutter, index=2), str(tmp_path / "long"))(_batch([10]))
+    assert commit.done_parents(str(tmp_path / "long"), {"k10_c0000"}) == set()
+    assert commit.done_parents(str(tmp_path / "long"), {"k10_c0000", "k10_c0001"}) == {"k10"}
+
+
 def test_unsafe_keys_written_by_a_stage_are_sanitized(tmp_path):
     class Renamer(Stage):
         name = "renamer"

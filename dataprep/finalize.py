@@ -28,6 +28,10 @@ from dataprep.funnel import DETAIL_EXAMPLES, FunnelCounter, StageInfo, funnel, r
 __all__ = ["DETAIL_EXAMPLES", "StageInfo", "finalize", "funnel", "rates", "reason_detail", "reason_group"]
 
 
+# Rows per row group of the final Parquet files: large enough for fast scans, small enough to buffer.
+ROW_GROUP_ROWS = 65_536
+
+
 def _parquet_parts(folder: str) -> list[str]:
     return [u for u in storage.list_files(folder) if u.endswith(".parquet")]
 
@@ -54,12 +58,18 @@ def _stream_parts(uris: list[str], target: str, empty: pa.Schema) -> Iterator[pa
     os.close(fd)
     try:
         with pq.ParquetWriter(tmp, schema) as writer:
+            # Parts hold a batch or a shard each; gathered into large row groups, so a reader of a 100M-row
+            # file scans thousands of row groups rather than millions.
+            pending: list[pa.Table] = []
             for uri in uris:
                 table = _conform(storage.read_parquet(uri), schema).sort_by("key")
-                writer.write_table(table)
+                pending.append(table)
+                if sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS:
+                    writer.write_table(pa.concat_tables(pending))
+                    pending = []
                 yield table
-            if not uris:
-                writer.write_table(schema.empty_table())
+            if pending or not uris:
+                writer.write_table(pa.concat_tables(pending) if pending else schema.empty_table())
         storage.upload_atomic(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -101,3 +101,25 @@ def test_finalize_streams_parts_of_different_columns_and_skips_an_unchanged_reru
     assert summary["totals"] == {"kept": 3, "rejected": 0, "shards": 2, "shard_bytes": 20}
     (out / "manifest.parquet").write_bytes(b"stale")  # an unchanged rerun does not read or rewrite anything
     assert finalize(str(out), stages) == summary and (out / "manifest.parquet").read_bytes() == b"stale"
+
+
+def test_final_parquet_gathers_small_parts_into_large_row_groups(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dataprep import finalize
+
+    monkeypatch.setattr(finalize, "ROW_GROUP_ROWS", 10)
+    uris = []
+    for i in range(25):  # a ledger part per batch: three rejected rows each
+        path = tmp_path / f"part-{i:03d}.parquet"
+        pq.write_table(pa.table({"key": [f"k{i:03d}_{j}" for j in range(3)], "reason": ["size:min_side: x"] * 3}), path)
+        uris.append(str(path))
+    target = tmp_path / "rejects.parquet"
+    written = list(finalize._stream_parts(uris, str(target), pa.schema([("key", pa.string())])))
+    assert sum(t.num_rows for t in written) == 75
+    meta = pq.ParquetFile(target).metadata
+    sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    assert sum(sizes) == 75 and all(size >= 10 for size in sizes[:-1]) and len(sizes) <= 8
+    expected = sorted(f"k{i:03d}_{j}" for i in range(25) for j in range(3))
+    assert sorted(pq.read_table(target).column("key").to_pylist()) == expected

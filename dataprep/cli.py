@@ -46,6 +46,17 @@ def _unreachable(address: str | None, exc: ConnectionError, expected: str) -> Us
     return UsageError(f"cannot reach the Ray cluster at --address {address!r} ({exc}); fix: give {expected}")
 
 
+def _refused(args: argparse.Namespace, what: str, exc: Exception) -> Exception:
+    """A refusal by the cluster's Jobs API (a missing or wrong token, an unknown job id) as a usage error;
+    any other exception as it is."""
+    # Ray's Jobs client raises AuthenticationError for the token, RuntimeError with the HTTP status otherwise.
+    if type(exc).__name__ != "AuthenticationError" and not (isinstance(exc, RuntimeError) and "status code" in str(exc)):
+        return exc
+    reason = str(exc).strip().splitlines()[0]
+    return UsageError(f"the Ray cluster at --address {args.address!r} refused {what}: {reason}; fix: check the job "
+                      "id (`ray job list`) and give the cluster's token in RAY_AUTH_TOKEN")
+
+
 def _load_plan(args: argparse.Namespace):  # noqa: ANN202 - Plan is imported lazily
     from dataprep.config import load_config
     from dataprep.plan import build_plan
@@ -94,6 +105,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         job_id = submit.submit(args.config, address=args.address, input=args.input, output=args.output)
     except ConnectionError as exc:
         raise _unreachable(args.address, exc, DASHBOARD_ADDRESS_HELP) from None
+    except Exception as exc:
+        raise _refused(args, "the job", exc) from None
     print(job_id)
     if not args.wait:
         return 0
@@ -116,6 +129,8 @@ def cmd_job(args: argparse.Namespace) -> int:
             text = "stopped\n" if submit.stop(args.job_id, address=args.address) else "not running\n"
     except ConnectionError as exc:
         raise _unreachable(args.address, exc, DASHBOARD_ADDRESS_HELP) from None
+    except Exception as exc:
+        raise _refused(args, f"`{args.command} {args.job_id}`", exc) from None
     print(text, end="")
     return 0
 

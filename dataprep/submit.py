@@ -18,6 +18,9 @@ AGENT_WAIT_SECONDS = 120
 
 
 def _client(address: str):  # noqa: ANN202 - JobSubmissionClient is imported lazily
+    # Ray's client sends a token only in token mode, read when Ray is imported; a given token means that mode.
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     from ray.job_submission import JobSubmissionClient
 
     return JobSubmissionClient(address)

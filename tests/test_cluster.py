@@ -122,4 +122,11 @@ def test_token_auth_refuses_requests_without_or_with_a_wrong_token(ray_cluster):
     no_token["HOME"] = "/nonexistent-home"  # no token file to fall back on
     result = subprocess.run([sys.executable, "-m", "dataprep.cli", "status", "raysubmit_x", "--address", url],
                             env=no_token, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0 and "does not exist" not in result.stdout + result.stderr
+    assert result.returncode == 2 and "does not exist" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "refused" in result.stderr and "RAY_AUTH_TOKEN" in result.stderr
+    # With the token and no RAY_AUTH_MODE (the mode follows from the token), an unknown job is one line.
+    no_mode = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
+    result = subprocess.run([sys.executable, "-m", "dataprep.cli", "status", "raysubmit_x", "--address", url],
+                            env=no_mode, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "raysubmit_x does not exist" in result.stderr and "fix:" in result.stderr

@@ -1,7 +1,9 @@
 """Reading and writing local paths and s3:// URIs with one set of functions.
 
 S3 goes through boto3, so `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`) points it
-at any S3-protocol server.
+at any S3-protocol server. Every S3 request is retried (`MAX_ATTEMPTS`, botocore's
+standard mode), and an object is only ever visible whole: each write is one PUT of
+the whole object, or a multipart upload that becomes visible when it is completed.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import random
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,18 +46,91 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(local_path(base), *parts)
 
 
+# Retries of S3 requests, by boto3 here and by pyarrow for Ray Data's Parquet segments: botocore's
+# standard mode (and pyarrow's AwsStandardS3RetryStrategy, the AWS C++ SDK's) retries 500/502/503/504,
+# throttling (503 SlowDown) and dropped connections with capped exponential backoff and jitter
+# (botocore: up to 50 ms * 2^n after a 5xx or a dropped connection, 1 s * 2^n after throttling, at
+# most 20 s). 10 attempts rather than the default 3: at a 10% fault rate 3 attempts leave one request
+# in a thousand failed, and a job makes ~9 requests per row (the quickstart job on S3), so a job of a
+# few hundred rows would fail; 10 leave one in 10^10. `AWS_MAX_ATTEMPTS` overrides the attempts of
+# both, `AWS_RETRY_MODE` (e.g. adaptive) boto3's mode.
+RETRY_MODE = "standard"
+MAX_ATTEMPTS = 10
+# Seconds to open a connection: an endpoint that does not answer in 10 s is tried again (botocore: 60).
+CONNECT_TIMEOUT_S = 10
+# Seconds a socket read may wait for bytes: botocore's default, longer than S3 takes to start any answer.
+READ_TIMEOUT_S = 60
+
+
+def max_attempts() -> int:
+    """Attempts per S3 request (first try included): `AWS_MAX_ATTEMPTS` when set, else `MAX_ATTEMPTS`."""
+    return int(os.environ.get("AWS_MAX_ATTEMPTS") or MAX_ATTEMPTS)
+
+
 @functools.cache
 def _client():  # noqa: ANN202 - boto3 client type is generated at run time
     import boto3
+    from botocore.config import Config
 
-    return boto3.client("s3")
+    # total_max_attempts counts the first try, as AWS_MAX_ATTEMPTS and pyarrow do (max_attempts would not).
+    retries = {"mode": os.environ.get("AWS_RETRY_MODE") or RETRY_MODE, "total_max_attempts": max_attempts()}
+    return boto3.client("s3", config=Config(retries=retries, connect_timeout=CONNECT_TIMEOUT_S,
+                                            read_timeout=READ_TIMEOUT_S))
+
+
+def pyarrow_filesystem(uri: str) -> Any:
+    """The pyarrow filesystem for readers and writers that take one (Ray Data's Parquet): for an s3:// URI
+    an S3FileSystem with the retries of boto3 here, else None (the local filesystem)."""
+    if not is_s3(uri):
+        return None
+    from pyarrow import fs
+
+    # The endpoint boto3 uses; without one (AWS itself) the bucket's region is looked up, as
+    # FileSystem.from_uri does.
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = None if endpoint else fs.resolve_s3_region(split_s3(uri)[0])
+    return _s3_filesystem(endpoint, region, max_attempts())
+
+
+def _s3_filesystem(endpoint: str | None, region: str | None, attempts: int) -> Any:
+    """A pyarrow S3FileSystem retrying each request up to `attempts` times, on every worker it is sent to."""
+    from pyarrow import fs
+
+    class RetryingS3FileSystem(fs.S3FileSystem):
+        def __reduce__(self) -> tuple[Any, tuple[str | None, str | None, int]]:
+            # pyarrow's own pickling drops the retry strategy: Ray's workers would get its default 3 attempts.
+            return _s3_filesystem, (endpoint, region, attempts)
+
+    return RetryingS3FileSystem(endpoint_override=endpoint, region=region,
+                                retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=attempts),
+                                connect_timeout=CONNECT_TIMEOUT_S, request_timeout=READ_TIMEOUT_S)
+
+
+def _transfer_config():  # noqa: ANN202 - boto3's TransferConfig, imported with boto3
+    """Settings of boto3's managed transfers: a download cut off mid-body is started again as often as
+    any other request is retried."""
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(num_download_attempts=max_attempts())
+
+
+def _get_object(bucket: str, key: str) -> bytes:
+    """An object's bytes. botocore retries a request until its answer's headers arrive; a body cut off
+    after them is asked for again here, with the same backoff as a dropped connection."""
+    from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
+    for attempt in range(max_attempts() - 1):
+        try:
+            return _client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except (IncompleteReadError, ReadTimeoutError, ResponseStreamingError):
+            time.sleep(random.random() * min(0.05 * 2**attempt, 20))
+    return _client().get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
 def read_bytes(uri: str) -> bytes:
     """The whole content of a file or object."""
     if is_s3(uri):
-        bucket, key = split_s3(uri)
-        return _client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        return _get_object(*split_s3(uri))
     return Path(local_path(uri)).read_bytes()
 
 
@@ -71,7 +148,7 @@ def open_local(uri: str) -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(prefix="dataprep-", suffix=suffix)
     os.close(fd)
     try:
-        _client().download_file(bucket, key, tmp)
+        _client().download_file(bucket, key, tmp, Config=_transfer_config())
         yield tmp
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -141,19 +218,25 @@ def parquet_bytes(table: Any) -> bytes:
 
 
 def exists(uri: str) -> bool:
-    """Whether a file or object exists."""
+    """Whether a file or object exists. An S3 error other than "not found" is raised, not taken for a no:
+    a lost answer must not read as a missing owner file or commit record."""
     if is_s3(uri):
+        from botocore.exceptions import ClientError
+
         bucket, key = split_s3(uri)
         try:
             _client().head_object(Bucket=bucket, Key=key)
-        except Exception:  # botocore raises ClientError subclasses built at run time
-            return False
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
         return True
     return os.path.exists(local_path(uri))
 
 
 def write_atomic(uri: str, data: bytes) -> None:
-    """Write `data` so that readers see the whole content or nothing (temp file + rename locally)."""
+    """Write `data` so that readers see the whole content or nothing (temp file + rename locally, one PUT
+    of the whole object on S3: S3 makes nothing visible from a PUT that did not complete)."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
         _client().put_object(Bucket=bucket, Key=key, Body=data)
@@ -167,10 +250,11 @@ def write_atomic(uri: str, data: bytes) -> None:
 
 
 def upload_atomic(local_file: str, uri: str) -> None:
-    """Move a finished local file to `uri`: a rename locally, a (multipart) upload to S3."""
+    """Move a finished local file to `uri`: a rename locally, an upload to S3 (one PUT, or above 8 MB a
+    multipart upload, visible only once completed; a failed one is aborted by boto3)."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        _client().upload_file(local_file, bucket, key)
+        _client().upload_file(local_file, bucket, key, Config=_transfer_config())
         os.remove(local_file)
         return
     path = local_path(uri)

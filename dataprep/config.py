@@ -98,11 +98,18 @@ def bucket_fields(template: str) -> list[str]:
 
 
 class RayConfig(BaseModel):
-    """How to reach Ray: embedded by default."""
+    """How the job runs on Ray: where (embedded by default), and when a stalled run gives up."""
 
     model_config = ConfigDict(extra="forbid")
     address: str | None = Field(None, description="Address of an existing cluster; None starts Ray in-process.")
     num_cpus: int | None = Field(None, gt=0, description="CPUs for embedded Ray; default: all of this machine's.")
+    stall_timeout: float | None = Field(
+        1800, ge=0, description="Seconds without progress (no batch of any stage done, no block written to shards, "
+        "no call of a global stage done) after which the run stops, naming the stuck stage and task, and exits "
+        "non-zero; a rerun resumes. 1800 s lies far above the longest quiet spell of a healthy job (a large model "
+        "loading on a cold node, one slow GPU batch) and still frees a hung cluster within the hour. 0 or null: "
+        "wait forever.",
+    )
 
 
 class JobConfig(BaseModel):

@@ -45,7 +45,7 @@ class FatalStageError(RuntimeError):
         while current is not None and id(current) not in seen:
             seen.add(id(current))
             if isinstance(current, cls):
-                return cls(str(current))
+                return current
             found = pattern.search(str(current))
             if found:
                 return cls(found.group(1).strip())

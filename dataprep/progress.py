@@ -1,33 +1,65 @@
-"""Per-stage progress of a run: rows in, rows out and rejects so far.
+"""Per-stage progress of a run: rows in, rows out and rejects so far, and the batches at work.
 
 Workers report one count per batch (never per row) to a `Tally`, which the runner
 makes a small Ray actor; the driver polls it twice a second and `ProgressView`
-draws the counts on stderr. Nothing here imports Ray: a tally is anything with an
-`add.remote(...)` method, so the counting is unit-tested with a plain object.
+draws the counts on stderr. Workers also say when a batch starts and ends, so the
+run's watchdog (`dataprep.liveness`) sees whether anything moves and, when nothing
+does, which batch is stuck. Nothing here imports Ray: a tally is anything with
+`add.remote(...)`, `begin.remote(...)` and `end.remote(...)` methods, so the
+counting is unit-tested with a plain object.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import pyarrow as pa
 
+from dataprep import columns
 from dataprep.plan import PlannedStage
 from dataprep.stage_task import StageTask
 
 # stage name -> [rows in, rows out, rows rejected]
 Counts = dict[str, list[int]]
+# Keys of a batch a stall diagnosis shows: enough to find the rows, short enough for one line.
+SHOWN_KEYS = 3
+
+
+@dataclass(frozen=True)
+class Running:
+    """A batch some worker is working on: the stage, who runs it, its first keys, for how long."""
+
+    stage: str
+    task: str  # the Ray task or actor and its process, as the worker described itself
+    keys: tuple[str, ...]
+    rows: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Pulse:
+    """What the watchdog needs: a number that changes whenever a batch ends, and the oldest batches at work."""
+
+    beats: int
+    running: tuple[Running, ...]  # oldest first
+    more: int = 0  # batches at work beyond those in `running`
 
 
 class Tally:
-    """The run's counters, summed over every worker's batches."""
+    """The run's counters, summed over every worker's batches, and the batches at work now."""
 
     def __init__(self) -> None:
         self.counts: Counts = {}
+        self.beats = 0
+        # batch id -> (stage, task, keys, rows, start on this actor's clock, so no two machines' clocks meet)
+        self.running: dict[str, tuple[str, str, tuple[str, ...], int, float]] = {}
 
     def add(self, stage: str, rows_in: int, rows_out: int, rejected: int) -> None:
         """Count one batch of `stage`."""
@@ -35,10 +67,45 @@ class Tally:
         total[0] += rows_in
         total[1] += rows_out
         total[2] += rejected
+        self.beats += 1
 
     def snapshot(self) -> Counts:
         """The counts so far."""
         return {stage: list(c) for stage, c in self.counts.items()}
+
+    def begin(self, batch: str, stage: str, task: str, keys: list[str], rows: int) -> None:
+        """A worker (`task`) started on a batch of `stage`; `batch` names it until `end`."""
+        self.running[batch] = (stage, task, tuple(keys), rows, time.monotonic())
+
+    def end(self, batch: str) -> None:
+        """The batch `batch` is done, whether it succeeded or raised."""
+        self.running.pop(batch, None)
+        self.beats += 1
+
+    def pulse(self, shown: int = 3) -> Pulse:
+        """The beats so far and the `shown` batches at work the longest."""
+        now = time.monotonic()
+        oldest = sorted(self.running.values(), key=lambda r: r[4])[:shown]
+        running = tuple(Running(stage, task, keys, rows, now - start) for stage, task, keys, rows, start in oldest)
+        return Pulse(self.beats, running, max(0, len(self.running) - shown))
+
+
+@contextlib.contextmanager
+def at_work(tally: Any, stage: str, batch: pa.Table, task: Callable[[], str] | None) -> Iterator[None]:
+    """Tell `tally` that this worker (described by `task()`) works on `batch` of `stage` until the block ends.
+
+    With no tally or no `task`, tells nothing. A batch that raises ends too: it is not stuck, and Ray may retry it.
+    """
+    if tally is None or task is None:
+        yield
+        return
+    batch_id = uuid.uuid4().hex
+    keys = batch.column(columns.KEY).slice(0, SHOWN_KEYS).to_pylist() if columns.KEY in batch.column_names else []
+    tally.begin.remote(batch_id, stage, task(), keys, batch.num_rows)
+    try:
+        yield
+    finally:
+        tally.end.remote(batch_id)
 
 
 def report(tally: Any, stage: str, rows_in: int, rows_out: int, rejected: int) -> None:
@@ -48,11 +115,17 @@ def report(tally: Any, stage: str, rows_in: int, rows_out: int, rejected: int) -
 
 
 class CountedStageTask(StageTask):
-    """A `StageTask` that reports each batch's rows in, out and rejected to a tally."""
+    """A `StageTask` that reports each batch's rows in, out and rejected to a tally.
 
-    def __init__(self, planned: PlannedStage, output: str, token: str | None = None, tally: Any = None) -> None:
+    With `task` (a function describing the worker it runs in), it also reports when each
+    batch starts and ends (`at_work`), for the run's watchdog.
+    """
+
+    def __init__(self, planned: PlannedStage, output: str, token: str | None = None, tally: Any = None,
+                 task: Callable[[], str] | None = None) -> None:
         super().__init__(planned, output, token)
         self.tally = tally
+        self.task = task
         self._rejected = 0
 
     def record(self, rejected: pa.Table) -> None:
@@ -63,7 +136,8 @@ class CountedStageTask(StageTask):
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Process one batch and report its counts."""
         self._rejected = 0
-        kept = super().__call__(batch)
+        with at_work(self.tally, self.planned.name, batch, self.task):
+            kept = super().__call__(batch)
         report(self.tally, self.planned.name, batch.num_rows, kept.num_rows, self._rejected)
         return kept
 

@@ -26,9 +26,10 @@ from dataprep.arrow import concat, ensure_reject_column, split_rejects
 from dataprep.errors import ConfigError, FatalStageError
 from dataprep.executor import LocalExecutor
 from dataprep.finalize import StageInfo, finalize
+from dataprep.liveness import LiveExecutor, Watchdog, task_label
 from dataprep.members import declared_members
 from dataprep.plan import Plan, PlannedStage
-from dataprep.progress import CountedStageTask, ProgressView, Tally, report
+from dataprep.progress import CountedStageTask, ProgressView, Tally, at_work, report
 from dataprep.ray_executor import RayExecutor
 from dataprep.sink import ShardWriter
 from dataprep.stage_task import record_rejects, sanitize_keys
@@ -62,6 +63,8 @@ BUCKET_ROWS = 300_000
 LISTING_IN_FLIGHT = 16
 # Listing pages cut into buckets by one task: fewer tasks and handles, each still a few MB.
 PAGES_PER_SPLIT = 16
+# Seconds the watchdog waits for the progress tally's answer: it answers in milliseconds unless its node is gone.
+PULSE_TIMEOUT = 10.0
 
 
 def _listed_rows(page: pa.Table, source: PlannedStage, output: str) -> pa.Table:
@@ -198,7 +201,7 @@ def _task_fn(planned: PlannedStage) -> Any:
     """A map function named after the stage, so Ray's progress shows stage names."""
 
     def run(batch: pa.Table, planned: PlannedStage, output: str, token: str, tally: Any) -> pa.Table:
-        task = CountedStageTask(planned, output, token, tally)
+        task = CountedStageTask(planned, output, token, tally, task_label)
         try:
             return task(batch)
         finally:
@@ -226,7 +229,7 @@ def _apply_stage(ds: Any, planned: PlannedStage, output: str, token: str, cpus: 
     common = {"batch_size": batch_size, "batch_format": "pyarrow", **remote_args(planned)}
     if planned.cls.needs_actor() or planned.resources.gpus:
         common["num_cpus"] = planned.resources.cpus * actor_share
-        return ds.map_batches(CountedStageTask, fn_constructor_args=(planned, output, token, tally),
+        return ds.map_batches(CountedStageTask, fn_constructor_args=(planned, output, token, tally, task_label),
                               compute=actor_pool(planned, cpus), **common)
     if planned.concurrency:
         common["compute"] = ray.data.TaskPoolStrategy(size=planned.concurrency)
@@ -245,14 +248,14 @@ def _segment(ds: Any, output: str, index: int) -> Any | None:
     if not storage.exists(marker):
         for uri in storage.list_files(folder):
             storage.remove(uri)
-        ds.write_parquet(folder)
+        ds.write_parquet(folder, filesystem=storage.pyarrow_filesystem(folder))
         storage.write_atomic(marker, b"")
     if not any(uri.endswith(".parquet") for uri in storage.list_files(folder)):
         return None
-    return ray.data.read_parquet(folder, file_extensions=["parquet"])
+    return ray.data.read_parquet(folder, file_extensions=["parquet"], filesystem=storage.pyarrow_filesystem(folder))
 
 
-def _make_datasink(plan: Plan, token: str) -> Any:
+def _make_datasink(plan: Plan, token: str, tally: Any = None) -> Any:
     import ray
     from ray.data.block import BlockAccessor
     from ray.data.datasource.datasink import Datasink
@@ -296,7 +299,9 @@ def _make_datasink(plan: Plan, token: str) -> Any:
                 next_index=lambda: ray.get(counter.next.remote()),
             )
             for block in blocks:
-                writer.write_table(BlockAccessor.for_block(block).to_arrow())
+                table = BlockAccessor.for_block(block).to_arrow()
+                with at_work(tally, "sink", table, task_label):
+                    writer.write_table(table)
             return writer.close()
 
     return ShardDatasink()
@@ -398,12 +403,13 @@ def check_tools(plan: Plan) -> list[str]:
 
 
 def _pipeline(ds: Any, plan: Plan, output: str, token: str, todo: _Todo | None, cpus: int, *,
-              max_batch: int, tally: Any) -> Any | None:
+              max_batch: int, tally: Any, watchdog: Watchdog | None = None) -> Any | None:
     """The lazy dataset of every stage after the source; None when no row is left to reach the sink.
 
     `todo` tells what is committed: the rows a global stage reads back from a segment of a
     previous run are anti-joined against it again, and the clips of a partly committed
-    video, made again by its split, are dropped.
+    video, made again by its split, are dropped. Under a `watchdog`, each call of a global
+    stage that ends is progress.
     """
     partial = frozenset(todo.outcome.partial) if todo is not None else frozenset()
     share = actor_cpu_share(plan, cpus)
@@ -412,7 +418,8 @@ def _pipeline(ds: Any, plan: Plan, output: str, token: str, todo: _Todo | None, 
             ds = _segment(ds, output, planned.index)
             if ds is None:
                 return None
-            ds = planned.instantiate().run(ds, RayExecutor())
+            executor = RayExecutor() if watchdog is None else LiveExecutor(watchdog, planned.name)
+            ds = planned.instantiate().run(ds, executor)
             ds = ds.map_batches(_record_global_rejects, fn_args=(planned, output, token, tally),
                                 batch_format="pyarrow", batch_size=None)
             if todo is not None and todo.done:
@@ -489,14 +496,18 @@ def _execute(plan: Plan, todo: _Todo, token: str, *, address: str | None, progre
         ds = ray.data.from_arrow(_blocks(concat(todo.handles), rows))
     else:
         ds = ray.data.from_arrow_refs(todo.handles)
-    tally = ray.remote(num_cpus=0)(Tally).remote() if progress else None
+    stall = plan.config.ray.stall_timeout
+    tally = ray.remote(num_cpus=0)(Tally).remote() if progress or stall else None
     view = (ProgressView([p.name for p in plan.stages], total, lambda: ray.get(tally.snapshot.remote()))
             if progress else contextlib.nullcontext())
+    # A poll the tally does not answer in time counts as no progress; the next one asks again.
+    watchdog = Watchdog(stall, lambda: ray.get(tally.pulse.remote(), timeout=PULSE_TIMEOUT)) if stall else None
     try:
-        with view:
-            ds = _pipeline(ds, plan, plan.config.output, token, todo, cpus, max_batch=rows, tally=tally)
+        with view, watchdog or contextlib.nullcontext():
+            ds = _pipeline(ds, plan, plan.config.output, token, todo, cpus, max_batch=rows, tally=tally,
+                           watchdog=watchdog)
             if ds is not None:
-                ds.write_datasink(_make_datasink(plan, token), ray_remote_args={"max_retries": 0})
+                ds.write_datasink(_make_datasink(plan, token, tally), ray_remote_args={"max_retries": 0})
     except Exception as exc:
         fatal = FatalStageError.find(exc)
         if fatal is None:

@@ -66,3 +66,24 @@ class SetupOnce(Stage):
         return (batch.append_column("worker_pid", pa.array([os.getpid()] * n, pa.int64()))
                 .append_column("setup_calls", pa.array([self.calls] * n, pa.int32()))
                 .append_column("batches_seen", pa.array([self.batches] * n, pa.int32())))
+
+
+# The caption of the row `Stuck` never returns from; unset, it passes every row on.
+STUCK_ENV = "DATAPREP_TEST_STUCK_CAPTION"
+
+
+class Stuck(Stage):
+    """Passes rows on, but hangs forever on the row whose caption is $DATAPREP_TEST_STUCK_CAPTION (a hung call)."""
+
+    name = "stuck"
+    reads = ("key", "caption")
+    batch_size = 1
+
+    def process_batch(self, batch):
+        import os
+
+        caption = os.environ.get(STUCK_ENV)
+        if caption is not None and caption in batch.column("caption").to_pylist():
+            while True:  # short sleeps: a cancelled task's KeyboardInterrupt ends it
+                time.sleep(0.5)
+        return batch

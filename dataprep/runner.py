@@ -24,13 +24,13 @@ from dataprep import columns, commit, job_record, owner, paths, resume, storage
 from dataprep.actor_pools import actor_cpu_share, actor_pool, remote_args
 from dataprep.arrow import concat, ensure_reject_column, split_rejects
 from dataprep.errors import ConfigError, FatalStageError
-from dataprep.executor import LocalExecutor
+from dataprep.executor import LocalExecutor, Segment
 from dataprep.finalize import StageInfo, finalize
 from dataprep.liveness import LiveExecutor, Watchdog, task_label
 from dataprep.members import declared_members
 from dataprep.plan import Plan, PlannedStage
 from dataprep.progress import CountedStageTask, ProgressView, Tally, at_work, report
-from dataprep.ray_executor import RayExecutor
+from dataprep.ray_executor import RayExecutor, embedded_ray_env
 from dataprep.sink import ShardWriter
 from dataprep.stage_task import record_rejects, sanitize_keys
 
@@ -236,13 +236,12 @@ def _apply_stage(ds: Any, planned: PlannedStage, output: str, token: str, cpus: 
     return ds.map_batches(_task_fn(planned), fn_args=(planned, output, token, tally), **common)
 
 
-def _segment(ds: Any, output: str, index: int) -> Any | None:
-    """Materialize the rows entering a global stage, or reuse them if a previous run finished that.
+def _segment(ds: Any, output: str, index: int) -> Segment | None:
+    """Write the rows entering a global stage as Parquet files, or reuse them if a previous run finished that.
 
-    None when no row reached it (every row was rejected before): nothing is left to run.
+    The stage gets them as `executor.read(segment)`: a dataset whose pieces are these files. None when
+    no row reached it (every row was rejected before): nothing is left to run.
     """
-    import ray
-
     folder = paths.under(output, paths.segment_dir(index))
     marker = storage.join(folder, paths.SEGMENT_DONE)
     if not storage.exists(marker):
@@ -250,9 +249,17 @@ def _segment(ds: Any, output: str, index: int) -> Any | None:
             storage.remove(uri)
         ds.write_parquet(folder, filesystem=storage.pyarrow_filesystem(folder))
         storage.write_atomic(marker, b"")
-    if not any(uri.endswith(".parquet") for uri in storage.list_files(folder)):
-        return None
-    return ray.data.read_parquet(folder, file_extensions=["parquet"], filesystem=storage.pyarrow_filesystem(folder))
+    files = tuple(uri for uri in storage.list_files(folder) if uri.endswith(".parquet"))
+    return Segment(folder, files) if files else None
+
+
+def _on_driver_node() -> Any:
+    """Scheduling on the driver's node: the run's own actors (shard numbers, progress) must not die with a worker
+    node, which would fail the whole run."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
 def _make_datasink(plan: Plan, token: str, tally: Any = None) -> Any:
@@ -269,7 +276,8 @@ def _make_datasink(plan: Plan, token: str, tally: Any = None) -> Any:
             self.value += 1
             return self.value - 1
 
-    counter = ShardCounter.remote(commit.next_shard_index(plan.config.output))
+    counter = ShardCounter.options(scheduling_strategy=_on_driver_node()).remote(
+        commit.next_shard_index(plan.config.output))
     sink_config = plan.config.sink
     output = plan.config.output
     members = declared_members(plan.all_stages)
@@ -378,6 +386,8 @@ def init_ray(plan: Plan, *, address: str | None = None, progress: bool = True, v
             # Embedded Ray's workers inherit the driver's environment. A runtime_env would make each
             # worker wait for the runtime-env agent instead of taking a prestarted one (3-6 s per run).
             os.environ.update(_worker_env())
+            for name, value in embedded_ray_env(plan.config.ray.num_cpus or os.cpu_count() or 1).items():
+                os.environ.setdefault(name, value)  # the global stages' shuffles keep their workers
             # "local" always starts a new instance: a `ray start` cluster on this machine is not ours to join.
             kwargs.update(address="local", num_cpus=plan.config.ray.num_cpus, include_dashboard=False)
         ray.init(**kwargs)
@@ -415,11 +425,11 @@ def _pipeline(ds: Any, plan: Plan, output: str, token: str, todo: _Todo | None, 
     share = actor_cpu_share(plan, cpus)
     for planned in plan.stages:
         if planned.is_global:
-            ds = _segment(ds, output, planned.index)
-            if ds is None:
+            segment = _segment(ds, output, planned.index)
+            if segment is None:
                 return None
             executor = RayExecutor() if watchdog is None else LiveExecutor(watchdog, planned.name)
-            ds = planned.instantiate().run(ds, executor)
+            ds = planned.instantiate().run(executor.read(segment), executor)
             ds = ds.map_batches(_record_global_rejects, fn_args=(planned, output, token, tally),
                                 batch_format="pyarrow", batch_size=None)
             if todo is not None and todo.done:
@@ -497,7 +507,8 @@ def _execute(plan: Plan, todo: _Todo, token: str, *, address: str | None, progre
     else:
         ds = ray.data.from_arrow_refs(todo.handles)
     stall = plan.config.ray.stall_timeout
-    tally = ray.remote(num_cpus=0)(Tally).remote() if progress or stall else None
+    tally = ray.remote(num_cpus=0)(Tally).options(scheduling_strategy=_on_driver_node()).remote() \
+        if progress or stall else None
     view = (ProgressView([p.name for p in plan.stages], total, lambda: ray.get(tally.snapshot.remote()))
             if progress else contextlib.nullcontext())
     # A poll the tally does not answer in time counts as no progress; the next one asks again.

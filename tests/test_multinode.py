@@ -134,6 +134,13 @@ def test_submitted_job_runs_on_both_nodes(cluster, reference):
     _check_exactly_once(output, output)  # whole shards, one record per key, no orphans
     nodes = {t["node_id"] for t in job.stage_tasks() if t.get("node_id")}
     assert len(nodes) == 2 and cluster.node_id("head") in nodes, f"the stages ran on {len(nodes)} node(s)"
+    # The run's own actors (shard numbers, progress) live beside the driver, on the head: a lost worker node
+    # must not take them down with it.
+    own = {a["class_name"].rsplit(".", 1)[-1]: a for a in cluster.state("actors", job_id=job.info()["job_id"])
+           if (a.get("class_name") or "").rsplit(".", 1)[-1] in ("ShardCounter", "Tally")}.values()
+    assert sorted(a["class_name"].rsplit(".", 1)[-1] for a in own) == ["ShardCounter", "Tally"], \
+        [a.get("class_name") for a in cluster.state("actors", job_id=job.info()["job_id"])]
+    assert {a.get("node_id") for a in own} == {cluster.node_id("head")}, own
     last = json.loads([line for line in job.cli("logs").splitlines() if line.startswith("{")][-1])
     assert last["totals"]["kept"] > 0 and last["output"] == output.root
 

@@ -10,8 +10,9 @@ Verification (when on) recomputes similarity exactly from the payload:
 - visual (kind 1): the payload is every frame's window hashes (WINDOWS per frame); a
   frame matches a frame of the other clip when `frame_distance` <= `max_hamming`; the
   pair matches when at least `frame_match` of the frames of the clip with fewer frames
-  have a match. Compiled (numba) over all the visual pairs of a partition at once: with
-  hundreds of windows a frame, a Python loop per pair would cost more than the comparisons.
+  have a match.
+Both are compiled (numba) over all the pairs of a partition at once: with hundreds of windows
+a frame, or ~10 shingles a caption, a Python loop per pair would cost more than the comparisons.
 """
 
 from __future__ import annotations
@@ -36,11 +37,33 @@ class Verify:
     windows: int
 
 
-def text_jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Exact Jaccard similarity of two uint64 sets (0 when both are empty)."""
-    sa, sb = set(a.tolist()), set(b.tolist())   # Python sets: captions hold ~10 shingles
-    union = len(sa | sb)
-    return len(sa & sb) / union if union else 0.0
+@njit(cache=True)
+def jaccard(a, b):
+    """Exact Jaccard similarity of two uint64 token lists taken as sets (0 when both are empty)."""
+    a = np.unique(a)
+    b = np.unique(b)
+    i = j = inter = 0
+    while i < a.shape[0] and j < b.shape[0]:
+        if a[i] == b[j]:
+            inter += 1
+            i += 1
+            j += 1
+        elif a[i] < b[j]:
+            i += 1
+        else:
+            j += 1
+    union = a.shape[0] + b.shape[0] - inter
+    return inter / union if union else 0.0
+
+
+@njit(cache=True)
+def _text_jaccards(va, oa, vb, ob, pairs):
+    """`jaccard` of each pair t in `pairs`, whose token lists are va[oa[t]:oa[t+1]] and vb[ob[t]:ob[t+1]]."""
+    out = np.zeros(pairs.shape[0])
+    for n in range(pairs.shape[0]):
+        t = pairs[n]
+        out[n] = jaccard(va[oa[t]:oa[t + 1]], vb[ob[t]:ob[t + 1]])
+    return out
 
 
 @njit(cache=True)
@@ -105,7 +128,16 @@ def _match_fractions(va, oa, vb, ob, pairs, w, same, max_hamming):
     return out
 
 
-def _edit_windows(windows: int) -> np.ndarray:
+@njit(cache=True)
+def similar(ta, tb, fa, fb, text_threshold, windows, same, max_hamming, frame_match):
+    """Whether two rows pass verification on either signal, given their text payloads (token lists) and
+    visual payloads (flat window hashes; `same` = edit_windows(windows)); an empty payload never matches."""
+    if ta.shape[0] and tb.shape[0] and jaccard(ta, tb) >= text_threshold:
+        return True
+    return fa.shape[0] > 0 and fb.shape[0] > 0 and _match_fraction(fa, fb, windows, same, max_hamming) >= frame_match
+
+
+def edit_windows(windows: int) -> np.ndarray:
     """phash.EDIT_WINDOWS, once `windows` is checked to be phash's layout (the kernels index into it unchecked)."""
     from dataprep.stages.dedup.phash import EDIT_WINDOWS, WINDOWS
 
@@ -122,7 +154,7 @@ def frame_distance(fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
     crop of B), B's whole frame vs any window of A (the reverse), and the same window in
     both for the EDIT_WINDOWS (a logo or a caption spoils the whole-frame hash and some
     windows, not all)."""
-    same = _edit_windows(fa.shape[1])
+    same = edit_windows(fa.shape[1])
     return _frame_distance_kernel(np.ascontiguousarray(fa, dtype=np.uint64).ravel(),
                                   np.ascontiguousarray(fb, dtype=np.uint64).ravel(), fa.shape[1], same)
 
@@ -130,7 +162,7 @@ def frame_distance(fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
 def frame_match_fraction(a: np.ndarray, b: np.ndarray, *, windows: int, max_hamming: int) -> float:
     """Fraction of the shorter clip's frames that have a frame within `max_hamming` bits
     (`frame_distance`) in the other; a and b are (F * windows,) window hashes."""
-    same = _edit_windows(windows)
+    same = edit_windows(windows)
     return float(_match_fraction(np.ascontiguousarray(a, dtype=np.uint64), np.ascontiguousarray(b, dtype=np.uint64),
                                  windows, same, max_hamming))
 
@@ -138,14 +170,23 @@ def frame_match_fraction(a: np.ndarray, b: np.ndarray, *, windows: int, max_hamm
 def bucket_pairs(bucket: np.ndarray, node: np.ndarray, *, max_bucket: int) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs (i, j) into the records that share a bucket key (vectorized).
 
-    Records are sorted by (bucket, node); in a bucket of size <= max_bucket, the pairs at
-    distance d = 1 .. max_bucket-1 in that order are all its pairs; a larger bucket gives
-    the star from its first record."""
-    order = np.lexsort((node, bucket))
+    Most buckets hold one record (a row's band keys are its own unless a near-duplicate shares
+    them), so one sort by bucket finds the shared ones and only their records are sorted by
+    (bucket, node). In a bucket of size <= max_bucket, the pairs at distance d = 1 ..
+    max_bucket-1 in that order are all its pairs; a larger bucket gives the star from its first
+    record (its smallest node)."""
+    none = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if len(bucket) < 2:
+        return none
+    by_bucket = np.argsort(bucket)
+    repeat = bucket[by_bucket[1:]] == bucket[by_bucket[:-1]]
+    shared = np.r_[repeat, False] | np.r_[False, repeat]
+    sub = by_bucket[shared]
+    order = sub[np.lexsort((node[sub], bucket[sub]))]
     bk = bucket[order]
     n = len(bk)
     if n < 2:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return none
     new = np.r_[True, bk[1:] != bk[:-1]]
     gid = np.cumsum(new) - 1
     starts = np.flatnonzero(new)
@@ -188,11 +229,13 @@ def verify_pairs(kind: np.ndarray, pay_a, pay_b, verify: Verify) -> np.ndarray:
     va, oa = pay_a.values.to_numpy(zero_copy_only=False), pay_a.offsets.to_numpy()
     vb, ob = pay_b.values.to_numpy(zero_copy_only=False), pay_b.offsets.to_numpy()
     ok = np.zeros(n, dtype=bool)
-    for t in np.flatnonzero(kind == TEXT):
-        ok[t] = text_jaccard(va[oa[t]:oa[t + 1]], vb[ob[t]:ob[t + 1]]) >= verify.text_threshold
+    text = np.flatnonzero(kind == TEXT)
+    if len(text):
+        ok[text] = _text_jaccards(va.astype(np.uint64, copy=False), oa, vb.astype(np.uint64, copy=False), ob,
+                                  text) >= verify.text_threshold
     visual = np.flatnonzero(kind == VISUAL)
     if len(visual):
         frac = _match_fractions(va.astype(np.uint64, copy=False), oa, vb.astype(np.uint64, copy=False), ob, visual,
-                                verify.windows, _edit_windows(verify.windows), verify.max_hamming)
+                                verify.windows, edit_windows(verify.windows), verify.max_hamming)
         ok[visual] = frac >= verify.frame_match
     return ok

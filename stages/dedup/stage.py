@@ -1,21 +1,23 @@
 """`minhash_dedup`: remove near-duplicate samples by caption text and/or sampled frames.
 
-Pipeline (through the executor: Ray tasks under the runner; nothing row-sized on the driver):
-1. per materialized block, a slim table: per row a node id (block index << 32 | row),
-   the keep-policy value, and per signal (text: caption shingles; visual: window pHashes
-   of `frames`) the LSH band keys of its MinHash signature plus the verification
-   payload. Signatures themselves are never stored.
-2. bucket shuffle: tasks hash-partition (band key, node, kind) records; each partition
-   finds the candidate pairs of its buckets. A pair then visits the node partition of
-   each endpoint to pick up its payload (stored once per row) and is verified there.
-3. connected components: large-star / small-star rounds over hash-partitioned edges
-   (components.py) until an order-free checksum of the edge set stops changing.
+Pipeline (through the executor: Ray Data under the runner, every shuffle its hash shuffle;
+nothing row-sized on the driver):
+1. per piece of the input (a Parquet file of the runner's segment), a slim table: per row a
+   node id (piece index << 32 | row), the keep-policy value, and per signal (text: caption
+   shingles; visual: window pHashes of `frames`) the LSH band keys of its MinHash signature
+   plus the verification payload. Signatures themselves are never stored.
+2. bucket exchange: (band key, node, kind) records hash-partitioned on the band key; each
+   partition finds the candidate pairs of its buckets. A pair then meets the payload of
+   each endpoint (an exchange on that node, with the rows' payloads, stored once per row)
+   and is verified there.
+3. connected components: large-star / small-star rounds, each an exchange of the edges on
+   their source (components.py), until an order-free checksum of the edges stops changing.
 4. decision: members joined with their policy value, key and payload, grouped by
    component root; the best row (highest value, then smallest key) is kept and
    represents the members verified similar to it; the best of the rest represents
    those similar to it, and so on (so `_duplicate_of` always names a verified match).
-5. decisions (rows in clusters only) are routed to the tasks of the blocks they belong
-   to, which add `_reject`, `_duplicate_of` and `dup_cluster`: the rows never move.
+5. decisions (rows in clusters only) are routed by piece; each piece is read again and
+   gets `_reject`, `_duplicate_of` and `dup_cluster`: the rows never move.
 
 Modes: `text`, `visual`, or `both` (two independent signatures and LSH indexes whose
 edges go into one graph: a pair that matches on either signal is a duplicate).
@@ -198,9 +200,9 @@ class MinHashDedup(GlobalStage):
 
     # -- step 1: per-row features (plain Python; runs in Ray Data tasks) --------------
     def features(self, batch, *, node_base: int = 0):
-        """The slim table of a block: key, node id (node_base + row index), policy value, and
-        per signal the LSH band keys and the verification payload. Input columns are not
-        copied (the block itself is annotated at the end)."""
+        """The slim table of a piece of the input: key, node id (node_base + row index), policy
+        value, and per signal the LSH band keys and the verification payload. Input columns are
+        not copied (the piece itself is read again and annotated at the end)."""
         import pyarrow as pa
 
         from dataprep.stages.dedup.lsh import band_keys
@@ -237,8 +239,9 @@ class MinHashDedup(GlobalStage):
 
     # -- the whole stage ----------------------------------------------------------------
     def run(self, ds: Any, executor: Executor) -> Any:
-        """Return every row of `ds` with `_reject`, `_duplicate_of` and `dup_cluster` set."""
-        from dataprep.stages.dedup import steps
+        """Return every row of `ds` with `_reject`, `_duplicate_of` and `dup_cluster` set. Under the runner
+        `ds` is `executor.read(segment)`, whose pieces are the segment's Parquet files."""
+        from dataprep.stages.dedup import steps as S
 
         ex = executor
         p: MinHashDedupParams = self.params
@@ -249,66 +252,69 @@ class MinHashDedup(GlobalStage):
                              "not have; fix: add the stage that writes them (frame sampling for `frames`, probe "
                              "for width/height/duration) or change `mode`/`keep`")
         t0 = time.perf_counter()
-        # Materialize once: the upstream pipeline must not run twice. Node ids are
-        # (block index << 32 | row), so decisions go back to their block without a shuffle
-        # of the rows themselves (only the small decision table moves).
-        blocks = ex.blocks(ds)
-        if not blocks:
+        # Node ids are (piece index << 32 | row): decisions go back to the piece they came from, which
+        # is read again at the end, so the rows themselves (frames) never move or wait in memory.
+        pieces = ex.pieces(ds)
+        if not pieces:
             return ds
         me = ex.put(self)
-        slim_refs = [ex.call(steps.features_block, me, block, i) for i, block in enumerate(blocks)]
-        log.info("minhash_dedup: %d blocks, %d partitions, text LSH %s, visual LSH %s", len(blocks), P,
+        feats = ex.materialize(ex.map_pieces(S.features_piece, pieces, [(me,)] * len(pieces)))
+        log.info("minhash_dedup: %d pieces, %d partitions, text LSH %s, visual LSH %s", len(pieces), P,
                  self.text_lsh if p.mode != "visual" else None, self.visual_lsh if p.mode != "text" else None)
-        ex.wait(slim_refs)
         t_feat = time.perf_counter()
-        outs = [ex.call(steps.scatter_block, ref, P, num_returns=2 * P) for ref in slim_refs]
-        bucket_parts = [[o[i] for o in outs] for i in range(P)]
-        attr_parts = [[o[P + i] for o in outs] for i in range(P)]
-        verify = steps.make_verify(p)
-        # Candidates per bucket partition; then each pair meets lo's payload (lo's node
-        # partition) and hi's payload (hi's), where it is verified: payloads are stored once
-        # per row, never copied into every band's bucket.
-        cands = [ex.call(steps.candidates_partition, P, p.max_bucket, *parts, num_returns=P + 1)
-                 for parts in bucket_parts]
-        att = [ex.call(steps.attach_partition, P, P, *[c[i] for c in cands], *attr_parts[i], num_returns=P + 1)
-               for i in range(P)]
-        ver = [ex.call(steps.verify_partition, P, verify, P, *[a[i] for a in att], *attr_parts[i],
-                       num_returns=P + 1) for i in range(P)]
-        edge_parts = [[v[i] for v in ver] for i in range(P)]
-        counts = ex.get([c[P] for c in cands])  # P small dicts
-        n_edges = ex.get([v[P] for v in ver])
+        verify = S.make_verify(p)
+        cands = ex.exchange(ex.map(feats, S.bucket_records), "bucket", S.candidates, p.max_bucket, partitions=P)
+        # Each pair meets lo's payload (an exchange on lo), then hi's (on hi), where it is verified:
+        # payloads are stored once per row, never copied into every band's bucket.
+        payloads = ex.map(feats, S.payload_rows)
+        with_lo = ex.exchange(ex.union(ex.map(cands, S.pair_rows, "lo"), payloads), S.K, S.attach, partitions=P)
+        edges = ex.materialize(ex.exchange(ex.union(ex.map(with_lo, S.pair_rows, "hi"), payloads), S.K,
+                                           S.verify_edges, verify, partitions=P))
+        n_directed = ex.count(edges)
         t_cand = time.perf_counter()
-        self.stats = {"blocks": len(slim_refs), "partitions": P,
-                      "candidate_task_pids": [c["pid"] for c in counts],
-                      "bucket_records_per_partition": [c["records"] for c in counts],
-                      "candidate_pairs_per_partition": [c["candidates"] for c in counts],
-                      "verified_edges_per_partition": n_edges}
-        prev, rounds = None, 0
-        while rounds < p.max_rounds:
-            rounds += 1
-            for large in (True, False):
-                res = [ex.call(steps.star_partition, large, P, *parts, num_returns=P + 1) for parts in edge_parts]
-                edge_parts = [[r[i] for r in res] for i in range(P)]
-            # Fingerprint of the edge set that entered small-star: unchanged means a fixpoint.
-            total = sum(ex.get([r[P] for r in res])) % (1 << 64)
-            if total == prev:
-                break
-            prev = total
-        log.info("minhash_dedup: connected components converged in %d rounds", rounds)
-        self.stats["cc_rounds"] = rounds
+        rounds = 0
+        if n_directed:
+            edges, rounds = connected_stars(ex, edges, partitions=P, max_rounds=p.max_rounds)
+        log.info("minhash_dedup: %d verified edges; connected components converged in %d rounds",
+                 n_directed // 2, rounds)
         t_cc = time.perf_counter()
-        mem = [ex.call(steps.members_partition, P, len(edge_parts[i]), *edge_parts[i], *attr_parts[i],
-                       num_returns=P + 1) for i in range(P)]
-        decisions = [ex.call(steps.decide_and_route, P, verify, *[m[i] for m in mem], num_returns=P + 1)
-                     for i in range(P)]
-        self.stats["cluster_rows_per_partition"] = ex.get([d[P] for d in decisions])
-        out = [ex.call(steps.annotate_block, block, i, *[d[i % P] for d in decisions])
-               for i, block in enumerate(blocks)]
-        ex.wait(out)
-        self.stats["seconds"] = {"signatures": round(t_feat - t0, 1), "buckets_verify": round(t_cand - t_feat, 1),
-                                 "components": round(t_cc - t_cand, 1),
-                                 "decide_annotate": round(time.perf_counter() - t_cc, 1)}
-        return ex.dataset(out)
+        routed: dict[int, Any] = {}
+        if n_directed:
+            mem = ex.exchange(ex.union(ex.map(edges, S.edge_rows), ex.map(feats, S.member_rows)), S.K, S.members,
+                              partitions=P)
+            routed = ex.route(ex.exchange(mem, "root", S.decide, verify, partitions=P), S.PIECE, partitions=P)
+        self.stats = {"pieces": len(pieces), "partitions": P, "verified_edges": n_directed // 2, "cc_rounds": rounds,
+                      "seconds": {"features": round(t_feat - t0, 1), "candidates_verify": round(t_cand - t_feat, 1),
+                                  "components": round(t_cc - t_cand, 1),
+                                  "decide_route": round(time.perf_counter() - t_cc, 1)}}
+        # Lazy: each piece is read again and annotated when the caller consumes it.
+        return ex.map_pieces(S.annotate_piece, pieces, [(routed.get(i),) for i in range(len(pieces))])
+
+
+def connected_stars(ex: Executor, edges: Any, *, partitions: int, max_rounds: int) -> tuple[Any, int]:
+    """Alternate large-star and small-star exchanges (components.py) over EDGES (both orientations) until
+    a round's output equals the previous round's: every node then points at the smallest node of its
+    component. Returns the star edges and the rounds run."""
+    from dataprep.stages.dedup.steps import star
+
+    fingerprint, rounds = None, 0
+    while rounds < max_rounds:
+        rounds += 1
+        for large in (True, False):
+            edges = ex.exchange(edges, "u", star, large, partitions=partitions)
+        edges = ex.materialize(edges)
+        previous, fingerprint = fingerprint, _checksum(ex, edges)
+        if fingerprint == previous:
+            break
+    return edges, rounds
+
+
+def _checksum(ex: Executor, edges: Any) -> int:
+    """The order-free checksum of materialized EDGES as a multiset."""
+    from dataprep.stages.dedup.steps import edge_checksum
+
+    return sum(int(x) for t in ex.collect(ex.map(edges, edge_checksum)) for x in t.column("checksum").to_pylist()) \
+        % (1 << 64)
 
 
 def _check_requirements(requires: dict[str, str]) -> None:

@@ -19,13 +19,7 @@ import pytest
 
 from dataprep.stages.dedup.shingles import shingle_hashes
 from dataprep.stages.dedup.stage import MinHashDedup
-from dataprep.stages.dedup.steps import (
-    attach_partition,
-    candidates_partition,
-    make_verify,
-    scatter_block,
-    verify_partition,
-)
+from dataprep.stages.dedup import steps
 from tests.stages.dedup.local import dedup_in_process
 
 log = logging.getLogger(__name__)
@@ -84,13 +78,13 @@ def test_text_recall_and_precision_against_exact_jaccard(coco):
     stage = MinHashDedup(MinHashDedup.Params(mode="text", threshold=THRESHOLD, ngram=NGRAM))
     feats = stage.features(table)
     node_index = {n: i for i, n in enumerate(feats.column("_dd_node").to_numpy().tolist())}
-    scattered = scatter_block(feats, 1)
-    buckets, attrs = scattered
-    pairs = candidates_partition(1, stage.params.max_bucket, buckets)[0]
+    pairs = steps.candidates(steps.bucket_records(feats), stage.params.max_bucket)
     cand = _pairs(pairs.column("lo").to_numpy(), pairs.column("hi").to_numpy(), node_index)
-    with_lo = attach_partition(1, 1, pairs, attrs)[0]
-    (u, v), _ = verify_partition(1, make_verify(stage.params), 1, with_lo, attrs)
-    verified = _pairs(u, v, node_index)
+    payloads = steps.payload_rows(feats)
+    with_lo = steps.attach(pa.concat_tables([steps.pair_rows(pairs, "lo"), payloads]))
+    edges = steps.verify_edges(pa.concat_tables([steps.pair_rows(with_lo, "hi"), payloads]),
+                               steps.make_verify(stage.params))
+    verified = _pairs(edges.column("u").to_numpy(), edges.column("v").to_numpy(), node_index)
 
     truth_hi = exact_pairs(sets, THRESHOLD + 0.1)
     truth = exact_pairs(sets, THRESHOLD)

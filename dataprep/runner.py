@@ -27,11 +27,10 @@ from dataprep.errors import ConfigError, FatalStageError
 from dataprep.executor import LocalExecutor, Segment
 from dataprep.finalize import StageInfo, finalize
 from dataprep.liveness import LiveExecutor, Watchdog, task_label
-from dataprep.members import declared_members
 from dataprep.plan import Plan, PlannedStage
-from dataprep.progress import CountedStageTask, ProgressView, Tally, at_work, report
+from dataprep.progress import CountedStageTask, ProgressView, Tally, report
 from dataprep.ray_executor import RayExecutor, embedded_ray_env
-from dataprep.sink import ShardWriter
+from dataprep.shard_datasink import make_datasink, on_driver_node
 from dataprep.stage_task import record_rejects, sanitize_keys
 
 log = logging.getLogger(__name__)
@@ -253,68 +252,6 @@ def _segment(ds: Any, output: str, index: int) -> Segment | None:
     return Segment(folder, files) if files else None
 
 
-def _on_driver_node() -> Any:
-    """Scheduling on the driver's node: the run's own actors (shard numbers, progress) must not die with a worker
-    node, which would fail the whole run."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-
-
-def _make_datasink(plan: Plan, token: str, tally: Any = None) -> Any:
-    import ray
-    from ray.data.block import BlockAccessor
-    from ray.data.datasource.datasink import Datasink
-
-    @ray.remote(num_cpus=0)
-    class ShardCounter:
-        def __init__(self, start: int) -> None:
-            self.value = start
-
-        def next(self) -> int:
-            self.value += 1
-            return self.value - 1
-
-    counter = ShardCounter.options(scheduling_strategy=_on_driver_node()).remote(
-        commit.next_shard_index(plan.config.output))
-    sink_config = plan.config.sink
-    output = plan.config.output
-    members = declared_members(plan.all_stages)
-
-    # Ray bundles blocks for each write task up to one target. Rows that carry media bytes
-    # are bundled by bytes (1000 clips of 5 MB must not wait in memory for one task); rows
-    # that only point at their media are bundled by count, so shards still fill up.
-    carries_media = columns.MEDIA in plan.columns
-
-    class ShardDatasink(Datasink[list[str]]):
-        @property
-        def min_rows_per_write(self) -> int | None:
-            return None if carries_media else sink_config.max_samples
-
-        @property
-        def min_bytes_per_write(self) -> int | None:
-            return sink_config.max_bytes if carries_media else None
-
-        def write(self, blocks: Any, ctx: Any) -> list[str]:
-            writer = ShardWriter(
-                output,
-                max_samples=sink_config.max_samples,
-                max_bytes=sink_config.max_bytes,
-                bucket_path=sink_config.bucket_template,
-                members=members,
-                token=token,
-                next_index=lambda: ray.get(counter.next.remote()),
-            )
-            for block in blocks:
-                table = BlockAccessor.for_block(block).to_arrow()
-                with at_work(tally, "sink", table, task_label):
-                    writer.write_table(table)
-            return writer.close()
-
-    return ShardDatasink()
-
-
 def _worker_env() -> dict[str, str]:
     """Environment variables every worker needs: the import path of plugins, the ffmpeg the driver chose."""
     paths_ = [os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
@@ -507,7 +444,7 @@ def _execute(plan: Plan, todo: _Todo, token: str, *, address: str | None, progre
     else:
         ds = ray.data.from_arrow_refs(todo.handles)
     stall = plan.config.ray.stall_timeout
-    tally = ray.remote(num_cpus=0)(Tally).options(scheduling_strategy=_on_driver_node()).remote() \
+    tally = ray.remote(num_cpus=0)(Tally).options(scheduling_strategy=on_driver_node()).remote() \
         if progress or stall else None
     view = (ProgressView([p.name for p in plan.stages], total, lambda: ray.get(tally.snapshot.remote()))
             if progress else contextlib.nullcontext())
@@ -518,7 +455,7 @@ def _execute(plan: Plan, todo: _Todo, token: str, *, address: str | None, progre
             ds = _pipeline(ds, plan, plan.config.output, token, todo, cpus, max_batch=rows, tally=tally,
                            watchdog=watchdog)
             if ds is not None:
-                ds.write_datasink(_make_datasink(plan, token, tally), ray_remote_args={"max_retries": 0})
+                ds.write_datasink(make_datasink(plan, token, tally), ray_remote_args={"max_retries": 0})
     except Exception as exc:
         fatal = FatalStageError.find(exc)
         if fatal is None:

@@ -43,11 +43,11 @@ class Splitter(Stage):
     expands = True
 
     def process_batch(self, batch):
-        rows = []
-        for row in batch.to_pylist():
-            for i in range(row["x"]):
-                rows.append({**row, "key": f"{row['key']}_c{i:04d}", "parent_key": row["key"]})
-        return pa.Table.from_pylist(rows)
+        return pa.Table.from_pylist([clip for row in batch.to_pylist() for clip in _clips(row, row["x"])])
+
+
+def _clips(row, count):
+    return [{**row, "key": f"{row['key']}_c{i:04d}", "parent_key": row["key"]} for i in range(count)]
 
 
 def _batch(xs):
@@ -89,21 +89,13 @@ def test_expansion_records_lineage_and_rejects_empty_parents(tmp_path):
     assert done == {"k2"}
 
 
-class ClipCutter(Stage):
+class ClipCutter(Splitter):
     """Expands like standardize: a long row becomes two rows, any other passes through with its parent."""
 
     name = "cutter"
-    reads = ("x",)
-    writes = ("key", "parent_key")
-    expands = True
 
     def process_batch(self, batch):
-        rows = []
-        for row in batch.to_pylist():
-            cuts = 2 if row["x"] > 9 else 1
-            rows += [{**row, "key": f"{row['key']}_c{i:04d}", "parent_key": row["key"]} for i in range(cuts)] \
-                if cuts > 1 else [row]
-        return pa.Table.from_pylist(rows)
+        return pa.Table.from_pylist([c for row in batch.to_pylist() for c in (_clips(row, 2) if row["x"] > 9 else [row])])
 
 
 def test_a_later_expanding_stage_keeps_the_splits_lineage(tmp_path):

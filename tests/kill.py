@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import psutil
 
@@ -41,3 +41,15 @@ def wait_until(proc: subprocess.Popen, condition: Callable[[], bool], timeout: f
             return False
         time.sleep(0.01)
     raise TimeoutError("run neither reached the kill point nor ended")
+
+
+def alive(processes: Iterable[psutil.Process]) -> list[psutil.Process]:
+    """The processes of `processes` still running (zombies count as gone)."""
+    found = []
+    for p in processes:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found

@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from tests.helpers import free_port, write_config
+from tests.kill import alive
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
@@ -142,17 +143,6 @@ def _ray_processes_of(session: int) -> list[psutil.Process]:
     return found
 
 
-def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for p in processes:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                alive.append(p)
-        except psutil.Error:
-            continue
-    return alive
-
-
 @pytest.mark.integration
 @pytest.mark.slow
 def test_ctrl_c_stops_the_run_and_its_ray_and_the_rerun_resumes(sample_dir, tmp_path):
@@ -178,7 +168,7 @@ def test_ctrl_c_stops_the_run_and_its_ray_and_the_rerun_resumes(sample_dir, tmp_
     assert proc.returncode == 130, stderr
     assert "interrupted; rerun the same command to resume" in stderr and "Traceback" not in stderr, stderr
     time.sleep(3)
-    left = _alive(ray_processes) + _ray_processes_of(proc.pid)
+    left = alive(ray_processes) + _ray_processes_of(proc.pid)
     for p in left:  # so that a failure here leaves nothing running either
         p.kill()
     assert not left, f"Ray processes of the interrupted run are still alive: {[p.name() for p in left]}"

@@ -24,6 +24,7 @@ from dataprep.errors import ConfigError
 from dataprep.liveness import LiveExecutor, StalledError, Watchdog
 from dataprep.plan import build_plan
 from dataprep.progress import Pulse, Running, Tally, at_work
+from tests.kill import alive
 from tests.plugin_stages import STUCK_ENV
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,17 +211,6 @@ def _job(tmp_path: Path, name: str, stall_timeout: float) -> Path:
     return config
 
 
-def _alive(processes: dict[int, psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for p in processes.values():
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                alive.append(p)
-        except psutil.Error:
-            continue
-    return alive
-
-
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_stuck_row_fails_the_run_and_the_rerun_resumes_exactly_once(tmp_path):
@@ -255,9 +245,9 @@ def test_a_stuck_row_fails_the_run_and_the_rerun_resumes_exactly_once(tmp_path):
     assert f"(key {stuck_key})" in errors[0] and "rerun the same command to resume" in errors[0], errors[0]
 
     deadline = time.monotonic() + 15  # Ray's own shutdown of its processes at exit takes a few seconds
-    while _alive(seen) and time.monotonic() < deadline:
+    while alive(seen.values()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    left = _alive(seen)
+    left = alive(seen.values())
     for p in left:  # a failure here must leave nothing running either
         with contextlib.suppress(psutil.Error):
             p.kill()

@@ -12,6 +12,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 # No test downloads: a model that is not local is missing, at once, without asking the hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +55,27 @@ def sample_dir(tmp_path_factory) -> Path:
 def tiny_models(tmp_path_factory) -> str:
     """A folder where `--tiny-models` builds its tiny random models, shared by the session's tests."""
     return str(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def config_output(ray_session, sample_dir, tiny_models, tmp_path_factory):
+    """`config_output("t2v")`: the output folder of a shipped config run with tiny models on the sample set,
+    run once per session and shared by the tests that read it (a whole config's run costs minutes)."""
+    from dataprep.config import load_config
+    from dataprep.plan import build_plan
+    from dataprep.runner import run_plan
+
+    outputs: dict[str, Path] = {}
+
+    def run(name: str) -> Path:
+        if name not in outputs:
+            out = tmp_path_factory.mktemp(name) / "out"
+            config = load_config(CONFIGS / f"{name}.yaml", input=str(sample_dir), output=str(out))
+            run_plan(build_plan(config, tiny_models=tiny_models), progress=False)
+            outputs[name] = out
+        return outputs[name]
+
+    return run
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import pytest
 from dataprep.config import load_config
 from dataprep.errors import ConfigError
 from dataprep.plan import build_plan
-from dataprep.runner import run_plan
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -34,10 +33,7 @@ def test_configs_name_real_models_and_offline_they_fail_before_work(tmp_path):
     assert named >= 2  # t2v and t2i at least name real checkpoints
 
 
-def _run(name: str, sample_dir: Path, out: Path, tiny_models: str) -> tuple[dict, dict]:
-    plan = build_plan(load_config(CONFIGS[[c.stem for c in CONFIGS].index(name)], input=str(sample_dir),
-                                  output=str(out)), tiny_models=tiny_models)
-    run_plan(plan, progress=False)
+def _outcome(out: Path) -> tuple[dict, dict]:
     manifest = {r["key"]: r for r in pq.read_table(out / "manifest.parquet").to_pylist()}
     rejects = {r["key"]: r for r in pq.read_table(out / "rejects.parquet").to_pylist()}
     return manifest, rejects
@@ -56,8 +52,8 @@ def _duplicate_pair_caught(a: str, b: str, manifest: dict, rejects: dict) -> boo
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_t2i_drops_near_duplicate_images(ray_session, sample_dir, tmp_path, tiny_models):
-    manifest, rejects = _run("t2i", sample_dir, tmp_path / "out", tiny_models)
+def test_t2i_drops_near_duplicate_images(config_output):
+    manifest, rejects = _outcome(config_output("t2i"))
     assert _duplicate_pair_caught("img_mandelbrot", "dup_img_mandelbrot_small", manifest, rejects)
     assert _duplicate_pair_caught("img_testsrc", "dup_img_testsrc_reencoded", manifest, rejects)
     # The sample's flat synthetic stills (solid colours, smooth gradients) go to blur and exposure; its
@@ -69,8 +65,9 @@ def test_t2i_drops_near_duplicate_images(ray_session, sample_dir, tmp_path, tiny
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_t2v_clips_and_drops_reencoded_copies(ray_session, sample_dir, tmp_path, tiny_models):
-    manifest, rejects = _run("t2v", sample_dir, tmp_path / "out", tiny_models)
+def test_t2v_clips_and_drops_reencoded_copies(config_output):
+    out = config_output("t2v")
+    manifest, rejects = _outcome(out)
     clips = [r for r in manifest.values() if r["media_type"] == "video"]
     # Flat synthetic clips go to blur and motion (a still encoded as video); the moving textured ones stay.
     assert len(clips) >= 4
@@ -84,7 +81,7 @@ def test_t2v_clips_and_drops_reencoded_copies(ray_session, sample_dir, tmp_path,
     from dataprep.loader import make_loader
 
     assert all(r["latent_shape"] and r["caption_vlm"] is not None for r in clips)
-    loader = make_loader(str(tmp_path / "out"), batch_size=4, num_workers=0, shuffle=0,
+    loader = make_loader(str(out), batch_size=4, num_workers=0, shuffle=0,
                          arrays=("latent", "t5_embedding_vlm"), masks={"t5_embedding_vlm": "t5_tokens_vlm"})
     seen = 0
     for batch in loader:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataprep.stages.dedup._jit import njit
 from dataprep.stages.dedup.shingles import _POS_MULT
 
 
@@ -33,15 +34,31 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return mix64(x)
 
 
+@njit(cache=True)
+def _band_keys_kernel(sig, rows, mult, band_salt, out):
+    """out[i, b] = splitmix64((sum_r sig[i, b*rows + r] * mult[r]) ^ band_salt[b]), wrapping mod 2^64."""
+    for i in range(out.shape[0]):
+        for b in range(out.shape[1]):
+            acc = np.uint64(0)
+            for r in range(rows):
+                acc += np.uint64(sig[i, b * rows + r]) * mult[r]
+            x = acc ^ band_salt[b]
+            x ^= x >> np.uint64(30)
+            x *= np.uint64(0xBF58476D1CE4E5B9)
+            x ^= x >> np.uint64(27)
+            x *= np.uint64(0x94D049BB133111EB)
+            x ^= x >> np.uint64(31)
+            out[i, b] = x
+
+
 def band_keys(sig: np.ndarray, bands: int, rows: int, *, salt: int = 0) -> np.ndarray:
     """(R, bands) uint64: a hash of each band's `rows` signature values, the band index
-    and `salt` (so bands, and text and visual signals, never share keys)."""
+    and `salt` (so bands, and text and visual signals, never share keys).
+
+    Compiled: as (R, bands, rows) numpy temporaries it cost more than the signatures themselves."""
     if bands * rows > sig.shape[1]:
         raise ValueError(f"`bands` x `rows` must be <= num_perm ({sig.shape[1]}), got {bands} x {rows}")
-    n = sig.shape[0]
-    view = sig[:, :bands * rows].reshape(n, bands, rows).astype(np.uint64)   # (R, b, r)
-    mult = np.resize(_POS_MULT, rows)                                         # (r,)
-    with np.errstate(over="ignore"):
-        acc = (view * mult[None, None, :]).sum(axis=2, dtype=np.uint64)      # (R, b)
-        acc ^= _mix(np.arange(bands, dtype=np.uint64) + np.uint64(salt) * np.uint64(1 << 20))[None, :]
-    return _mix(acc)
+    band_salt = _mix(np.arange(bands, dtype=np.uint64) + np.uint64(salt) * np.uint64(1 << 20))   # (b,)
+    out = np.empty((sig.shape[0], bands), dtype=np.uint64)
+    _band_keys_kernel(np.ascontiguousarray(sig), rows, np.resize(_POS_MULT, rows), band_salt, out)
+    return out

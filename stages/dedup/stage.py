@@ -7,15 +7,17 @@ nothing row-sized on the driver):
    shingles; visual: window pHashes of `frames`) the LSH band keys of its MinHash signature
    plus the verification payload. Signatures themselves are never stored.
 2. bucket exchange: (band key, node, kind) records hash-partitioned on the band key; each
-   partition finds the candidate pairs of its buckets. A pair then meets the payload of
-   each endpoint (an exchange on that node, with the rows' payloads, stored once per row)
-   and is verified there.
+   partition finds the candidate pairs of its buckets. A pair then goes to the piece of
+   each endpoint in turn (a route on the piece of `lo`, then of `hi`), where a task holding
+   that piece's features looks the payload up by row, and is verified at the second. Only
+   pairs move: payloads are stored once per row and never shuffled.
 3. connected components: large-star / small-star rounds, each an exchange of the edges on
    their source (components.py), until an order-free checksum of the edges stops changing.
-4. decision: members joined with their policy value, key and payload, grouped by
-   component root; the best row (highest value, then smallest key) is kept and
-   represents the members verified similar to it; the best of the rest represents
-   those similar to it, and so on (so `_duplicate_of` always names a verified match).
+4. decision: the star edges go to the piece of their source, where each member gets its
+   root, policy value, key and payload; members are grouped by component root; the best
+   row (highest value, then smallest key) is kept and represents the members verified
+   similar to it; the best of the rest represents those similar to it, and so on (so
+   `_duplicate_of` always names a verified match).
 5. decisions (rows in clusters only) are routed by piece; each piece is read again and
    gets `_reject`, `_duplicate_of` and `dup_cluster`: the rows never move.
 
@@ -258,19 +260,20 @@ class MinHashDedup(GlobalStage):
         if not pieces:
             return ds
         me = ex.put(self)
-        feats = ex.materialize(ex.map_pieces(S.features_piece, pieces, [(me,)] * len(pieces)))
+        # One handle per piece, in piece order: the lookup joins below hand piece i's features to the
+        # task that holds the pairs or edges of its rows.
+        feats = [ex.call(S.features_piece, piece, i, me) for i, piece in enumerate(pieces)]
         log.info("minhash_dedup: %d pieces, %d partitions, text LSH %s, visual LSH %s", len(pieces), P,
                  self.text_lsh if p.mode != "visual" else None, self.visual_lsh if p.mode != "text" else None)
+        everything = ex.dataset(feats)
         t_feat = time.perf_counter()
         verify = S.make_verify(p)
-        cands = ex.exchange(ex.map(feats, S.bucket_records), "bucket", S.candidates, p.max_bucket, partitions=P)
-        # Each pair meets lo's payload (an exchange on lo), then hi's (on hi), where it is verified:
-        # payloads are stored once per row, never copied into every band's bucket.
-        payloads = ex.map(feats, S.payload_rows)
-        with_lo = ex.exchange(ex.union(ex.map(cands, S.pair_rows, "lo"), payloads), S.K, S.attach, partitions=P)
-        edges = ex.materialize(ex.exchange(ex.union(ex.map(with_lo, S.pair_rows, "hi"), payloads), S.K,
-                                           S.verify_edges, verify, partitions=P))
-        n_directed = ex.count(edges)
+        cands = ex.exchange(ex.map(everything, S.bucket_records), "bucket", S.candidates, p.max_bucket,
+                            partitions=P)
+        with_lo = join_pieces(ex, ex.map(cands, S.by_piece, "lo"), feats, S.attach, partitions=P)
+        edges = join_pieces(ex, ex.map(with_lo, S.by_piece, "hi"), feats, S.verify_edges, verify,
+                            partitions=P) if with_lo is not None else None
+        n_directed = ex.count(edges) if edges is not None else 0
         t_cand = time.perf_counter()
         rounds = 0
         if n_directed:
@@ -280,8 +283,7 @@ class MinHashDedup(GlobalStage):
         t_cc = time.perf_counter()
         routed: dict[int, Any] = {}
         if n_directed:
-            mem = ex.exchange(ex.union(ex.map(edges, S.edge_rows), ex.map(feats, S.member_rows)), S.K, S.members,
-                              partitions=P)
+            mem = join_pieces(ex, ex.map(edges, S.by_piece, "u"), feats, S.members, partitions=P)
             routed = ex.route(ex.exchange(mem, "root", S.decide, verify, partitions=P), S.PIECE, partitions=P)
         self.stats = {"pieces": len(pieces), "partitions": P, "verified_edges": n_directed // 2, "cc_rounds": rounds,
                       "seconds": {"features": round(t_feat - t0, 1), "candidates_verify": round(t_cand - t_feat, 1),
@@ -289,6 +291,18 @@ class MinHashDedup(GlobalStage):
                                   "decide_route": round(time.perf_counter() - t_cc, 1)}}
         # Lazy: each piece is read again and annotated when the caller consumes it.
         return ex.map_pieces(S.annotate_piece, pieces, [(routed.get(i),) for i in range(len(pieces))])
+
+
+def join_pieces(ex: Executor, data: Any, feats: list[Any], fn: Any, *args: Any, partitions: int) -> Any:
+    """A lookup join on node ids: the rows of DATA go to the piece in their column PIECE (one route), and
+    `fn(rows, feats[i], i, *args)` runs once per piece i that got rows, with piece i's features, where
+    the node's attributes are its row. Returns the results as data, or None when no row was routed."""
+    from dataprep.stages.dedup.steps import PIECE
+
+    routed = ex.route(data, PIECE, partitions=partitions)
+    if not routed:
+        return None
+    return ex.dataset([ex.call(fn, routed[i], feats[i], i, *args) for i in sorted(routed)])
 
 
 def connected_stars(ex: Executor, edges: Any, *, partitions: int, max_rounds: int) -> tuple[Any, int]:

@@ -1,15 +1,17 @@
 """The data-parallel work of `MinHashDedup.run`: plain functions on Arrow tables that `run` hands
 to its executor (Ray Data under the runner; this module does not import Ray).
 
-Three kinds, by how they are called:
-- per piece of the input, `fn(table, piece_index, ...)`: `features_piece`, `annotate_piece`;
-- on any table of a collection (`Executor.map`): the `*_rows` and `bucket_records` functions, which
-  shape rows for the next exchange;
+Four kinds, by how they are called:
+- per piece of the input: `features_piece` (a call per piece), `annotate_piece` (`Executor.map_pieces`);
+- on any table of a collection (`Executor.map`): `bucket_records`, and `by_piece`, which tags rows
+  for `Executor.route`;
 - per partition after an `Executor.exchange` on a column, so that rows with equal keys meet:
-  `candidates` (by bucket), `attach` and `verify_edges` (by node), `star` (by edge source),
-  `members` (by node), `decide` (by component root).
-A join is one exchange of a tagged union: the rows of both sides carry the join key in `_dd_k`, their
-side in `_dd_side`, in one schema where the columns a side lacks are null.
+  `candidates` (by bucket), `star` (by edge source), `decide` (by component root);
+- per piece, on the rows routed to it and the piece's features: `attach` (pairs by `lo`),
+  `verify_edges` (pairs by `hi`), `members` (star edges by node).
+The last kind is a lookup join: a node id is (piece << 32 | row), so the features of a node are row
+`node & 0xFFFFFFFF` of its piece's features table, and only the pairs and edges move to them. Payloads
+and attributes never go through a shuffle.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dataprep.executor import read_piece
 from dataprep.stages.dedup._jit import njit
 from dataprep.stages.dedup.candidates import (TEXT, VISUAL, Verify, candidate_pairs, edit_windows, similar,
                                               verify_pairs)
@@ -26,20 +29,13 @@ from dataprep.stages.dedup.components import checksum, large_star, mix64, roots,
 _NODE, _SCORE, _TBANDS, _TPAY, _VBANDS, _VPAY = ("_dd_node", "_dd_score", "_dd_tbands", "_dd_tpay",
                                                 "_dd_vbands", "_dd_vpay")
 _KEPT, _ISDUP = "_dd_kept", "_dd_isdup"
-PIECE = "_dd_piece"   # the input piece a decision goes back to (node >> 32)
-K, SIDE = "_dd_k", "_dd_side"
-ATTR, OTHER = 0, 1    # sides of a join: the rows' attributes, and the pairs or edges that look them up
+PIECE = "_dd_piece"   # the input piece a row is routed to (node >> 32 of one of its nodes)
+_ROW = np.uint64(0xFFFFFFFF)
 
 _LIST = pa.list_(pa.uint64())
 RECORDS = pa.schema([("bucket", pa.uint64()), ("node", pa.uint64()), ("kind", pa.int8())])
 PAIRS = pa.schema([("lo", pa.uint64()), ("hi", pa.uint64()), ("kind", pa.int8())])
 EDGES = pa.schema([("u", pa.uint64()), ("v", pa.uint64())])
-# Candidate pairs keyed by one end, joined with the payloads of that end's row.
-PAIR_JOIN = pa.schema([(K, pa.uint64()), (SIDE, pa.int8()), ("lo", pa.uint64()), ("hi", pa.uint64()),
-                       ("kind", pa.int8()), ("pay_lo", _LIST), ("tpay", _LIST), ("vpay", _LIST)])
-# Component edges keyed by their source, joined with the attributes of that node's row.
-MEMBER_JOIN = pa.schema([(K, pa.uint64()), (SIDE, pa.int8()), ("v", pa.uint64()), ("score", pa.float64()),
-                         ("key", pa.string()), ("tpay", _LIST), ("vpay", _LIST)])
 MEMBERS = pa.schema([("node", pa.uint64()), ("root", pa.uint64()), ("score", pa.float64()),
                      ("key", pa.string()), ("tpay", _LIST), ("vpay", _LIST)])
 DECISIONS = pa.schema([(_NODE, pa.uint64()), (_KEPT, pa.string()), (_ISDUP, pa.bool_()), (PIECE, pa.int64())])
@@ -53,42 +49,16 @@ def make_verify(p) -> Verify:
                   frame_match=p.frame_match, windows=WINDOWS)
 
 
-def _conform(columns: dict, schema: pa.Schema, n: int) -> pa.Table:
-    """A table of `schema` with `n` rows: the given columns (arrays, or one int for every row) cast to
-    it, the others null."""
-    arrays = []
-    for field in schema:
-        value = columns.get(field.name)
-        if value is None:
-            arrays.append(pa.nulls(n, field.type))
-        elif isinstance(value, int):
-            arrays.append(pa.array(np.full(n, value), field.type))
-        else:
-            arrays.append(pa.array(value, field.type) if isinstance(value, np.ndarray) else value.cast(field.type))
-    return pa.table(arrays, schema=schema)
-
-
-def _sides(t: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """The ATTR rows and the OTHER rows of a join partition."""
-    side = t.column(SIDE).to_numpy()
-    return t.filter(side == ATTR), t.filter(side == OTHER)
-
-
-def _positions(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Index into `keys` (distinct) of each value of `wanted` (each present in `keys`)."""
-    order = np.argsort(keys)
-    return order[np.searchsorted(keys[order], wanted)] if len(wanted) else np.zeros(0, np.int64)
-
-
 def _directed(u: np.ndarray, v: np.ndarray) -> pa.Table:
     """EDGES rows of undirected edges, both orientations: each end meets the edge in its own partition."""
     return pa.table([np.concatenate([u, v]), np.concatenate([v, u])], schema=EDGES)
 
 
-def features_piece(table: pa.Table, index: int, stage) -> pa.Table:
-    """The slim features of input piece `index` (see `MinHashDedup.features`); its node ids are
-    index << 32 | row, so a decision finds its way back to the piece and row."""
-    return stage.features(table, node_base=index << 32)
+def features_piece(piece, index: int, stage) -> pa.Table:
+    """The slim features of input piece `index` (a file of the segment, or a table; see
+    `MinHashDedup.features`); its node ids are index << 32 | row, so a pair, an edge or a decision
+    finds its way back to the piece and row."""
+    return stage.features(read_piece(piece), node_base=index << 32)
 
 
 def bucket_records(feats: pa.Table) -> pa.Table:
@@ -110,17 +80,19 @@ def candidates(records: pa.Table, max_bucket: int) -> pa.Table:
     return pa.table([lo, hi, kind], schema=PAIRS)
 
 
-def payload_rows(feats: pa.Table) -> pa.Table:
-    """PAIR_JOIN rows of the ATTR side: each row's text and visual payloads, keyed by its node."""
-    node = feats.column(_NODE)
-    return _conform({K: node, SIDE: ATTR, "tpay": feats.column(_TPAY), "vpay": feats.column(_VPAY)},
-                    PAIR_JOIN, feats.num_rows)
+def by_piece(t: pa.Table, end: str) -> pa.Table:
+    """`t` with PIECE, the input piece of the node in column `end`: what `Executor.route` hands it by."""
+    return t.append_column(PIECE, pa.array((t.column(end).to_numpy() >> np.uint64(32)).astype(np.int64)))
 
 
-def pair_rows(pairs: pa.Table, end: str) -> pa.Table:
-    """PAIR_JOIN rows of the OTHER side: candidate pairs (with `pay_lo` once attached) keyed by `end`."""
-    columns = {name: pairs.column(name) for name in pairs.column_names}
-    return _conform({**columns, K: pairs.column(end), SIDE: OTHER}, PAIR_JOIN, pairs.num_rows)
+def _mine(routed: pa.Table, index: int) -> pa.Table:
+    """The rows of a routed table that belong to piece `index` (a route's table may hold other pieces')."""
+    return routed.filter(pc.equal(routed.column(PIECE), index)).drop_columns([PIECE])
+
+
+def _rows(nodes: np.ndarray) -> np.ndarray:
+    """Row index of each node in its piece's features."""
+    return (nodes & _ROW).astype(np.int64)
 
 
 @njit(cache=True)
@@ -136,46 +108,52 @@ def _gather_lists(values_t, offsets_t, values_v, offsets_v, pos, visual, out_off
     return out
 
 
-def _payloads(attrs: pa.Table, nodes: np.ndarray, kind: np.ndarray) -> pa.ListArray:
-    """list<uint64> payload of each (node, kind), from the ATTR rows of a join partition (which holds the
-    nodes): the text payload for TEXT pairs, the visual one for VISUAL pairs.
+def _csr(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(values uint64, offsets int64) of a list<uint64> column; row i's list is values[offsets[i]:offsets[i+1]]."""
+    lists = column.combine_chunks()
+    return (lists.values.to_numpy(zero_copy_only=False).astype(np.uint64, copy=False),
+            lists.offsets.to_numpy().astype(np.int64))
+
+
+def _payloads(feats: pa.Table, nodes: np.ndarray, kind: np.ndarray) -> pa.ListArray:
+    """list<uint64> payload of each (node, kind), from the features of the nodes' piece: the text payload
+    for TEXT pairs, the visual one for VISUAL pairs.
 
     Gathered by a compiled loop: a visual payload is a few KB (hundreds of window hashes per
     frame), which pyarrow's take of list arrays copies several times slower."""
-    pos = _positions(attrs.column(K).to_numpy(), nodes)
-    text, vis = attrs.column("tpay").combine_chunks(), attrs.column("vpay").combine_chunks()
-    values_t, offsets_t = text.values.to_numpy(zero_copy_only=False), text.offsets.to_numpy().astype(np.int64)
-    values_v, offsets_v = vis.values.to_numpy(zero_copy_only=False), vis.offsets.to_numpy().astype(np.int64)
+    pos = _rows(nodes)
+    values_t, offsets_t = _csr(feats.column(_TPAY))
+    values_v, offsets_v = _csr(feats.column(_VPAY))
     visual = kind == VISUAL
     lengths = np.where(visual, offsets_v[pos + 1] - offsets_v[pos], offsets_t[pos + 1] - offsets_t[pos])
     out_offsets = np.zeros(len(pos) + 1, dtype=np.int64)
     np.cumsum(lengths, out=out_offsets[1:])
-    flat = _gather_lists(values_t.astype(np.uint64, copy=False), offsets_t, values_v.astype(np.uint64, copy=False),
-                         offsets_v, pos.astype(np.int64), visual, out_offsets)
+    flat = _gather_lists(values_t, offsets_t, values_v, offsets_v, pos, visual, out_offsets)
     return pa.ListArray.from_arrays(pa.array(out_offsets.astype(np.int32)), pa.array(flat, pa.uint64()))
 
 
-def attach(t: pa.Table) -> pa.Table:
-    """A PAIR_JOIN partition keyed by `lo` -> its distinct pairs (lo, hi, kind) with `pay_lo`, lo's payload.
+def attach(routed: pa.Table, feats: pa.Table, index: int) -> pa.Table:
+    """Candidate pairs routed by the piece of `lo` -> the distinct pairs (lo, hi, kind) whose lo is a row of
+    piece `index`, with `pay_lo`, lo's payload (from `feats`, that piece's features).
 
     Near-duplicates share several bands, whose buckets lie in different partitions: each of those
     found the pair. Every copy has the same lo, so they all meet here, and only one goes on."""
-    attrs, pairs = _sides(t)
+    pairs = _mine(routed, index)
     lo, hi, kind = (pairs.column(c).to_numpy() for c in ("lo", "hi", "kind"))
     order = np.lexsort((kind, hi, lo))
     first = order[np.r_[True, (np.diff(lo[order]) != 0) | (np.diff(hi[order]) != 0) | (np.diff(kind[order]) != 0)]] \
         if len(order) else order
     pairs = pa.table([lo[first], hi[first], kind[first]], schema=PAIRS)
-    return pairs.append_column("pay_lo", _payloads(attrs, lo[first], kind[first]))
+    return pairs.append_column("pay_lo", _payloads(feats, lo[first], kind[first]))
 
 
-def verify_edges(t: pa.Table, verify: Verify) -> pa.Table:
-    """A PAIR_JOIN partition keyed by `hi` (pairs carrying `pay_lo`) -> EDGES of the pairs that pass the
-    exact check, against hi's payload."""
-    attrs, pairs = _sides(t)
+def verify_edges(routed: pa.Table, feats: pa.Table, index: int, verify: Verify) -> pa.Table:
+    """Pairs carrying `pay_lo`, routed by the piece of `hi` -> EDGES of those whose hi is a row of piece
+    `index` that pass the exact check against hi's payload (from `feats`, that piece's features)."""
+    pairs = _mine(routed, index)
     kind = pairs.column("kind").to_numpy()
     lo, hi = pairs.column("lo").to_numpy(), pairs.column("hi").to_numpy()
-    ok = verify_pairs(kind, pairs.column("pay_lo").combine_chunks(), _payloads(attrs, hi, kind), verify)
+    ok = verify_pairs(kind, pairs.column("pay_lo").combine_chunks(), _payloads(feats, hi, kind), verify)
     return _directed(lo[ok], hi[ok])
 
 
@@ -197,24 +175,14 @@ def edge_checksum(t: pa.Table) -> pa.Table:
     return pa.table({"checksum": pa.array([total], pa.uint64())})
 
 
-def edge_rows(edges: pa.Table) -> pa.Table:
-    """MEMBER_JOIN rows of the OTHER side: star edges keyed by their source."""
-    return _conform({K: edges.column("u"), SIDE: OTHER, "v": edges.column("v")}, MEMBER_JOIN, edges.num_rows)
-
-
-def member_rows(feats: pa.Table) -> pa.Table:
-    """MEMBER_JOIN rows of the ATTR side: each row's policy value, key and payloads, keyed by its node."""
-    return _conform({K: feats.column(_NODE), SIDE: ATTR, "score": feats.column(_SCORE), "key": feats.column("key"),
-                     "tpay": feats.column(_TPAY), "vpay": feats.column(_VPAY)}, MEMBER_JOIN, feats.num_rows)
-
-
-def members(t: pa.Table) -> pa.Table:
-    """A MEMBER_JOIN partition keyed by node (star edges after convergence, and attributes) -> MEMBERS:
-    each node of a component of 2+ with its root and attributes."""
-    attrs, edges = _sides(t)
-    node, root = roots(edges.column(K).to_numpy(), edges.column("v").to_numpy())
-    mine = attrs.take(pa.array(_positions(attrs.column(K).to_numpy(), node), pa.int64()))
-    return pa.table([node, root, *(mine.column(c) for c in ("score", "key", "tpay", "vpay"))], schema=MEMBERS)
+def members(routed: pa.Table, feats: pa.Table, index: int) -> pa.Table:
+    """Star edges after convergence, routed by the piece of their source `u` -> MEMBERS: each node of
+    piece `index` in a component of 2+, with its root and its attributes (from `feats`, the piece's
+    features). Every edge of a node has it as `u` in one orientation, so all of them are here."""
+    edges = _mine(routed, index)
+    node, root = roots(edges.column("u").to_numpy(), edges.column("v").to_numpy())
+    mine = feats.select([_SCORE, "key", _TPAY, _VPAY]).take(pa.array(_rows(node), pa.int64()))
+    return pa.Table.from_arrays([node, root, *mine.columns], names=MEMBERS.names).cast(MEMBERS)
 
 
 def star_partition(large: bool, n_parts: int, *pieces):
@@ -246,13 +214,6 @@ def _greedy_reps(tv, to, vv, vo, starts, ends, text_threshold, windows, same, ma
                                           vv[vo[j]:vo[j + 1]], text_threshold, windows, same, max_hamming,
                                           frame_match):
                     rep[j] = i
-
-
-def _csr(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """(values uint64, offsets int64) of a list<uint64> column; row i's list is values[offsets[i]:offsets[i+1]]."""
-    lists = column.combine_chunks()
-    return (lists.values.to_numpy(zero_copy_only=False).astype(np.uint64, copy=False),
-            lists.offsets.to_numpy().astype(np.int64))
 
 
 def decide(t: pa.Table, verify: Verify) -> pa.Table:

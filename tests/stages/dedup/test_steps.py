@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from dataprep.executor import LocalExecutor
 from dataprep.stages.dedup import steps
@@ -24,10 +25,13 @@ def test_jaccard_is_the_set_jaccard_of_lists_with_repeats():
         assert jaccard(a, b) == want
 
 
-def test_bucket_pairs_are_every_pair_of_small_buckets_and_a_star_of_large_ones():
+@pytest.mark.parametrize("wide", [False, True])
+def test_bucket_pairs_are_every_pair_of_small_buckets_and_a_star_of_large_ones(wide):
     rng = np.random.default_rng(1)
     bucket = rng.integers(0, 400, 1000).astype(np.uint64)
-    bucket[:40] = 7                                        # one bucket larger than max_bucket
+    if wide:   # real band keys are 64-bit hashes: the first sort sees their high bits only
+        bucket = (rng.integers(0, 2**63, 400, dtype=np.int64).astype(np.uint64) << np.uint64(1))[bucket]
+    bucket[:40] = bucket[0]                                # one bucket larger than max_bucket
     node = rng.permutation(1000).astype(np.uint64)
     i, j = bucket_pairs(bucket, node, max_bucket=8)
     got = {frozenset((int(node[a]), int(node[b]))) for a, b in zip(i.tolist(), j.tolist(), strict=True)}
@@ -43,13 +47,27 @@ def test_bucket_pairs_are_every_pair_of_small_buckets_and_a_star_of_large_ones()
 
 
 def test_attach_keeps_one_copy_of_a_pair_found_in_several_buckets():
-    attrs = pa.table({"_dd_node": np.array([5, 9], np.uint64), "_dd_tpay": pa.array([[1, 2], [2, 3]], steps._LIST),
-                      "_dd_vpay": pa.array([[], []], steps._LIST)})
-    pairs = pa.table([np.array([5, 5, 5], np.uint64), np.array([9, 9, 9], np.uint64), np.full(3, TEXT, np.int8)],
-                     schema=steps.PAIRS)
-    out = steps.attach(pa.concat_tables([steps.pair_rows(pairs, "lo"), steps.payload_rows(attrs)]))
-    assert out.column("lo").to_pylist() == [5] and out.column("hi").to_pylist() == [9]
-    assert out.column("pay_lo").to_pylist() == [[1, 2]]
+    piece = 3 << 32                                      # nodes 5 and 9 of piece 3 are its rows 5 and 9
+    feats = pa.table({"_dd_tpay": pa.array([[r, r + 1] for r in range(10)], steps._LIST),
+                      "_dd_vpay": pa.array([[]] * 10, steps._LIST)})
+    other = 7 << 32
+    pairs = pa.table([np.array([piece + 5] * 3 + [other + 1], np.uint64), np.array([piece + 9] * 3 + [other + 2],
+                      np.uint64), np.full(4, TEXT, np.int8)], schema=steps.PAIRS)
+    routed = steps.by_piece(pairs, "lo")                 # a route's table may hold other pieces' pairs
+    out = steps.attach(routed, feats, 3)
+    assert out.column("lo").to_pylist() == [piece + 5] and out.column("hi").to_pylist() == [piece + 9]
+    assert out.column("pay_lo").to_pylist() == [[5, 6]]
+
+
+def test_members_look_their_attributes_up_by_row_of_their_piece():
+    piece = 2 << 32
+    feats = pa.table({"_dd_score": pa.array([0.5, 1.5, 2.5], pa.float64()), "key": ["a", "b", "c"],
+                      "_dd_tpay": pa.array([[0], [1], [2]], steps._LIST), "_dd_vpay": pa.array([[]] * 3, steps._LIST)})
+    star_edges = steps._directed(np.array([piece + 1, piece + 2], np.uint64), np.array([7, 7], np.uint64))
+    out = steps.members(steps.by_piece(star_edges, "u"), feats, 2)
+    assert out.column("node").to_pylist() == [piece + 1, piece + 2] and out.column("root").to_pylist() == [7, 7]
+    assert out.column("key").to_pylist() == ["b", "c"] and out.column("tpay").to_pylist() == [[1], [2]]
+    assert out.column("score").to_pylist() == [1.5, 2.5]
 
 
 def test_edge_checksum_ignores_order_and_block_boundaries():

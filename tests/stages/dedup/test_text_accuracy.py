@@ -80,10 +80,9 @@ def test_text_recall_and_precision_against_exact_jaccard(coco):
     node_index = {n: i for i, n in enumerate(feats.column("_dd_node").to_numpy().tolist())}
     pairs = steps.candidates(steps.bucket_records(feats), stage.params.max_bucket)
     cand = _pairs(pairs.column("lo").to_numpy(), pairs.column("hi").to_numpy(), node_index)
-    payloads = steps.payload_rows(feats)
-    with_lo = steps.attach(pa.concat_tables([steps.pair_rows(pairs, "lo"), payloads]))
-    edges = steps.verify_edges(pa.concat_tables([steps.pair_rows(with_lo, "hi"), payloads]),
-                               steps.make_verify(stage.params))
+    # One piece (index 0): every node is a row of `feats`.
+    with_lo = steps.attach(steps.by_piece(pairs, "lo"), feats, 0)
+    edges = steps.verify_edges(steps.by_piece(with_lo, "hi"), feats, 0, steps.make_verify(stage.params))
     verified = _pairs(edges.column("u").to_numpy(), edges.column("v").to_numpy(), node_index)
 
     truth_hi = exact_pairs(sets, THRESHOLD + 0.1)

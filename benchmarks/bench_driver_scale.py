@@ -1,23 +1,30 @@
 """Driver memory and wall time of a cheap job at 1M and 10M rows: does the driver grow with the input?
 
-    python benchmarks/bench_driver_scale.py [--rows 1000000,10000000] [--work /tmp/bench_scale]
+    python benchmarks/bench_driver_scale.py [--rows 1000000,10000000] [--work /tmp/bench_scale] [--synthetic]
 
 For each size it writes a Parquet manifest of fake media references (distinct URIs that
 need not exist: `bench_media` below gives every row 32 bytes of media), then runs
 `ingest -> bench_media -> bench_keep (a metadata filter) -> sink` with large shards:
-  fresh   the whole manifest into an empty output;
-  resume  a copy of that output (hard links) with every other shard and ledger part removed,
-          about half the rows, as a kill leaves them uncommitted; then the whole manifest into it;
-  noop    the whole manifest again into the fresh run's output.
-Each run is a `dataprep run` process; the driver's peak RSS and the peak USS of every
-process of its session (Ray's included) are sampled. The largest inline task argument is
-one listing page (pages are cut by ingest's `batch_rows`; committed keys travel as object
-refs, one hash bucket per task), measured by pickling the largest page.
-With `--synthetic`, the fresh run is replaced by writing its committed state directly (shard stats,
-manifest parts and ledger parts as the sink and the filter leave them, no tars), and only the no-op
-reruns are measured: the first one also builds the final files. It shows the driver's cost at 10M
-rows in minutes instead of the hours a fresh 10M run takes on two cores.
-Last line: `driver_10m_over_1m=X noop_10m_s=Y` (the first and last sizes given).
+  fresh       the whole manifest into an empty output;
+  resume      a copy of that output (hard links) with every other shard and ledger part removed,
+              about half the rows, as a kill leaves them uncommitted; then the whole manifest into it;
+  noop        the whole manifest again into the fresh run's output: the first rerun after a run that
+              did work lists every row and anti-joins it against every commit record;
+  noop_again  once more: nothing changed since a run that found nothing to do (`dataprep.noop`), so
+              the input is not listed.
+Each run is a `dataprep run` process; the driver's peak RSS, the peak USS of every process of
+its session (Ray's included) and their CPU seconds (user + system, summed over the processes
+seen; a process's last half second is missed) are sampled. The largest inline task argument
+of the listing is measured by pickling: a row-group read of the manifest (a Parquet manifest
+is read by the workers), else the largest listing page.
+With `--synthetic`, the fresh and resume runs are replaced by writing a fresh run's committed state
+directly (shard stats, manifest parts and ledger parts as the sink and the filter leave them, no
+tars), and only reruns are measured: `first` (also builds the final files), then `noop` with the
+no-op record of `first` removed (as after a run that did work), then `noop_again`. It shows the
+driver's cost at 10M rows in minutes instead of the hours a fresh 10M run takes on two cores.
+A line per phase compares the driver's peak at the last size to the first, phase with phase; the last
+line is `driver_10m_over_1m=X noop_10m_s=Y`: X the largest of those ratios, Y the last size's `noop`
+(the one that lists).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dataprep import paths
 from dataprep.stage import Filter, Stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,13 +122,25 @@ def _session_rss(sid: int) -> int:
     return total
 
 
+def _session_cpu(sid: int, seen: dict[int, float]) -> None:
+    """Record the CPU seconds so far of every process of session `sid` in `seen` (pid -> seconds)."""
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) == sid:
+                times = p.cpu_times()
+                seen[p.pid] = max(seen.get(p.pid, 0.0), times.user + times.system)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+
+
 def run_measured(config: Path) -> dict[str, float]:
-    """Wall seconds, driver peak RSS (MB) and session peak (MB) of one `dataprep run`."""
+    """Wall seconds, driver peak RSS (MB), session peak (MB) and session CPU seconds of one `dataprep run`."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "dataprep.cli", "run", str(config), "-q"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     peaks = {"driver": 0, "all": 0}
+    cpu: dict[int, float] = {}
 
     def sample() -> None:
         driver = psutil.Process(proc.pid)
@@ -128,6 +148,7 @@ def run_measured(config: Path) -> dict[str, float]:
             try:
                 peaks["driver"] = max(peaks["driver"], driver.memory_info().rss)
                 peaks["all"] = max(peaks["all"], _session_rss(proc.pid))
+                _session_cpu(proc.pid, cpu)
             except psutil.Error:
                 pass
             time.sleep(0.5)
@@ -138,11 +159,20 @@ def run_measured(config: Path) -> dict[str, float]:
     thread.join()
     if proc.returncode != 0:
         raise RuntimeError(f"dataprep run failed ({proc.returncode}): {err.decode()[-2000:]}")
-    return {"wall_s": time.monotonic() - start, "driver_mb": peaks["driver"] / 1e6, "all_mb": peaks["all"] / 1e6}
+    return {"wall_s": time.monotonic() - start, "driver_mb": peaks["driver"] / 1e6, "all_mb": peaks["all"] / 1e6,
+            "cpu_s": sum(cpu.values())}
+
+
+def _line(rows: int, name: str, measured: dict[str, float]) -> str:
+    return (f"rows={rows} {name}: {measured['wall_s']:.1f} s ({measured['wall_s'] / rows * 1e6:.1f} s per 1M rows), "
+            f"driver peak {measured['driver_mb']:.0f} MB, all processes {measured['all_mb']:.0f} MB, "
+            f"{measured['cpu_s']:.0f} CPU-s")
 
 
 def listing_rate(manifest: Path) -> tuple[float, float]:
-    """(rows per second of ingest's paging and row making in one process, MB of the largest pickled page)."""
+    """(rows per second of ingest's paging and row making in one process, MB of the largest pickled listing
+    argument: a row-group read when the runner hands the workers those, else a page)."""
+    from dataprep.runner import READ_ROWS
     from dataprep.stages.ingest import Ingest
 
     ingest = Ingest()
@@ -150,7 +180,9 @@ def listing_rate(manifest: Path) -> tuple[float, float]:
     for page in ingest.pages(str(manifest)):
         largest = max(largest, len(pickle.dumps(page)))
         rows += ingest.rows(page).num_rows
-    return rows / (time.monotonic() - start), largest / 1e6
+    rate = rows / (time.monotonic() - start)
+    reads = ingest.page_reads(str(manifest), READ_ROWS)
+    return rate, (largest if reads is None else max(len(pickle.dumps(r)) for r in reads)) / 1e6
 
 
 def uncommit_half(fresh: Path, target: Path) -> None:
@@ -174,7 +206,7 @@ def synthesize_committed(config: Path, manifest: Path, output: Path) -> None:
 
     import pyarrow.compute as pc
 
-    from dataprep import ledger, paths, storage
+    from dataprep import ledger, storage
     from dataprep.config import load_config
     from dataprep.job_record import check_output
     from dataprep.plan import build_plan
@@ -216,11 +248,14 @@ def bench_synthetic(rows: int, work: Path) -> dict[str, float]:
     write_config(config, full, output)
     synthesize_committed(config, full, output)
     result: dict[str, float] = {}
-    for name in ("finalize", "noop"):
+    for name in ("first", "noop", "noop_again"):
+        if name == "noop":  # as after a run that did work: no record that nothing is left to do
+            (output / paths.NOOP_STATE).unlink(missing_ok=True)
         measured = run_measured(config)
         result.update({f"{name}_{k}": v for k, v in measured.items()})
-        print(f"rows={rows} synthetic {name}: {measured['wall_s']:.1f} s, driver peak {measured['driver_mb']:.0f} MB, "
-              f"all processes {measured['all_mb']:.0f} MB", flush=True)
+        print(_line(rows, f"synthetic {name}", measured), flush=True)
+    _, result["page_mb"] = listing_rate(full)
+    print(f"rows={rows} largest inline listing task argument {result['page_mb'] * 1e3:.2f} kB", flush=True)
     return result
 
 
@@ -234,7 +269,7 @@ def bench(rows: int, work: Path) -> dict[str, float]:
     result["list_rows_s"], result["page_mb"] = listing_rate(full)
     fresh, resumed = work / f"out-{rows}-fresh", work / f"out-{rows}-resume"
     shutil.rmtree(fresh, ignore_errors=True)
-    for name, output in (("fresh", fresh), ("resume", resumed), ("noop", fresh)):
+    for name, output in (("fresh", fresh), ("resume", resumed), ("noop", fresh), ("noop_again", fresh)):
         if name == "resume":
             uncommit_half(fresh, resumed)
         config = work / f"{name}-{rows}.yaml"
@@ -242,10 +277,9 @@ def bench(rows: int, work: Path) -> dict[str, float]:
         measured = run_measured(config)
         for k, v in measured.items():
             result[f"{name}_{k}"] = v
-        print(f"rows={rows} {name}: {measured['wall_s']:.1f} s ({measured['wall_s'] / rows * 1e6:.1f} s per 1M rows), "
-              f"driver peak {measured['driver_mb']:.0f} MB, all processes {measured['all_mb']:.0f} MB", flush=True)
-    print(f"rows={rows} listing {result['list_rows_s']:.0f} rows/s in one process; largest page "
-          f"(largest inline task argument) {result['page_mb']:.2f} MB", flush=True)
+        print(_line(rows, name, measured), flush=True)
+    print(f"rows={rows} listing {result['list_rows_s']:.0f} rows/s in one process; largest inline listing task "
+          f"argument {result['page_mb'] * 1e3:.2f} kB", flush=True)
     return result
 
 
@@ -261,8 +295,13 @@ def main() -> None:
     run = bench_synthetic if args.synthetic else bench
     results = {n: run(n, Path(args.work)) for n in sizes}
     small, large = results[sizes[0]], results[sizes[-1]]
-    peak, peak_large = (max(v for k, v in r.items() if k.endswith("driver_mb")) for r in (small, large))
-    print(f"driver_10m_over_1m={peak_large / peak:.2f} noop_10m_s={large['noop_wall_s']:.1f}")
+    ratios = {}
+    for name in (k.removesuffix("_driver_mb") for k in small if k.endswith("_driver_mb")):
+        ratios[name] = large[f"{name}_driver_mb"] / small[f"{name}_driver_mb"]
+        print(f"phase={name} driver {small[f'{name}_driver_mb']:.0f} -> {large[f'{name}_driver_mb']:.0f} MB "
+              f"(x{ratios[name]:.2f}), wall {small[f'{name}_wall_s']:.1f} -> {large[f'{name}_wall_s']:.1f} s, "
+              f"CPU {small[f'{name}_cpu_s']:.0f} -> {large[f'{name}_cpu_s']:.0f} s")
+    print(f"driver_10m_over_1m={max(ratios.values()):.2f} noop_10m_s={large['noop_wall_s']:.1f}")
 
 
 if __name__ == "__main__":

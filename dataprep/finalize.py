@@ -62,7 +62,7 @@ def _stream_parts(uris: list[str], target: str, empty: pa.Schema) -> Iterator[pa
             # file scans thousands of row groups rather than millions.
             pending: list[pa.Table] = []
             for uri in uris:
-                table = _conform(storage.read_parquet(uri), schema).sort_by("key")
+                table = _conform(storage.read_columns(uri, None), schema).sort_by("key")
                 pending.append(table)
                 if sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS:
                     writer.write_table(pa.concat_tables(pending))

@@ -5,6 +5,7 @@
       shards/[BUCKET/]shard-NNNNNN.stats.json  the shard's commit record
       manifest.parquet  rejects.parquet  summary.json
       _work/final.json                         which committed parts the final files were made of
+      _work/noop.json                          the versions of what a run that had nothing to do depended on
       _work/job.json                           the config fingerprint of the job that owns the folder
       _work/owner                              the token of the run allowed to commit
       _work/owners/NANOS-TOKEN                 every run that took ownership, in order
@@ -29,6 +30,7 @@ OWNER_FILE = "_work/owner"
 OWNERS_DIR = "_work/owners"
 JOB_FILE = "_work/job.json"
 FINAL_STATE = "_work/final.json"
+NOOP_STATE = "_work/noop.json"
 MANIFEST = "manifest.parquet"
 REJECTS = "rejects.parquet"
 SUMMARY = "summary.json"

@@ -26,8 +26,11 @@ from dataprep import columns, commit, paths, storage
 from dataprep.arrow import concat
 
 # Record files read by one task: a shard's stats file commits a shard of keys, a ledger or lineage part a batch.
-SHARDS_PER_TASK = 2
+SHARDS_PER_TASK = 8
 PARTS_PER_TASK = 512
+# And at least this many parts per bucket: a task's share of one bucket is then a few thousand keys, over
+# Ray's 100 kB limit for returning a value inline. Smaller shares are kept in the driver's own memory.
+PARTS_PER_BUCKET = 64
 _SUFFIXES = r"(_c\d{4})+$"
 _COMMITTED = pa.schema([(columns.KEY, pa.string()), ("record", pa.int32())])
 _LINEAGE = pa.schema([("parent", pa.string()), ("children", pa.list_(pa.string()))])
@@ -61,7 +64,8 @@ def bucket_ids(keys: pa.Array, buckets: int) -> np.ndarray:
 
     if buckets == 1 or len(keys) == 0:
         return np.zeros(len(keys), dtype=np.int64)
-    hashed = hash_array(np.asarray(roots(keys).to_numpy(zero_copy_only=False), dtype=object))
+    # Keys are mostly distinct: categorizing them first (pandas' default) costs 8x the hashing, for the same hashes.
+    hashed = hash_array(np.asarray(roots(keys).to_numpy(zero_copy_only=False), dtype=object), categorize=False)
     return (hashed % np.uint64(buckets)).astype(np.int64)
 
 
@@ -94,13 +98,13 @@ def read_records(output: str, uris: list[str], first: int, buckets: int) -> list
     for number, uri in enumerate(uris, start=first):
         if uri.endswith(".stats.json"):
             part = paths.under(output, paths.manifest_part(paths.shard_index(uri)))
-            keys = (storage.read_parquet(part).column(columns.KEY) if storage.exists(part)
+            keys = (storage.read_columns(part, [columns.KEY]).column(columns.KEY) if storage.exists(part)
                     else pa.array(json.loads(storage.read_bytes(uri))["keys"], pa.string()))
         elif f"/{paths.LINEAGE_DIR.rsplit('/', 1)[-1]}/" in uri:
-            lineage.append(storage.read_parquet(uri).select(["parent", "children"]).cast(_LINEAGE))
+            lineage.append(storage.read_columns(uri, ["parent", "children"]).cast(_LINEAGE))
             continue
         else:
-            keys = storage.read_parquet(uri).column(columns.KEY)
+            keys = storage.read_columns(uri, [columns.KEY]).column(columns.KEY)
         committed.append(pa.table({columns.KEY: keys, "record": pa.nulls(len(keys), pa.int32()).fill_null(number)}))
     committed_table = concat(committed) if committed else _COMMITTED.empty_table()
     lineage_table = concat(lineage) if lineage else _LINEAGE.empty_table()
@@ -169,7 +173,8 @@ def committed_buckets(executor: Any, output: str, buckets: int) -> tuple[list[An
     uris = record_files(output)
     shards = sum(u.endswith(".stats.json") for u in uris)  # record_files lists the shards' stats first
     chunks = [(i, uris[i:min(i + SHARDS_PER_TASK, shards)]) for i in range(0, shards, SHARDS_PER_TASK)]
-    chunks += [(i, uris[i:i + PARTS_PER_TASK]) for i in range(shards, len(uris), PARTS_PER_TASK)]
+    per_task = max(PARTS_PER_TASK, PARTS_PER_BUCKET * buckets)
+    chunks += [(i, uris[i:i + per_task]) for i in range(shards, len(uris), per_task)]
     committed_parts: list[list[Any]] = [[] for _ in range(buckets)]
     lineage_parts: list[list[Any]] = [[] for _ in range(buckets)]
     for first, chunk in chunks or [(0, [])]:

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataprep import columns, commit, job_record, owner, paths, resume, storage
+from dataprep import columns, commit, job_record, noop, owner, paths, resume, storage
 from dataprep.actor_pools import actor_cpu_share, actor_pool, remote_args
 from dataprep.arrow import concat, ensure_reject_column, split_rejects
 from dataprep.errors import ConfigError, FatalStageError
@@ -62,6 +62,8 @@ BUCKET_ROWS = 300_000
 LISTING_IN_FLIGHT = 16
 # Listing pages cut into buckets by one task: fewer tasks and handles, each still a few MB.
 PAGES_PER_SPLIT = 16
+# Rows per listing task when the workers read the input themselves (a source's `page_reads`): ~40 MB of rows.
+READ_ROWS = 250_000
 # Seconds the watchdog waits for the progress tally's answer: it answers in milliseconds unless its node is gone.
 PULSE_TIMEOUT = 10.0
 
@@ -80,6 +82,11 @@ def _source_pages(plan: Plan) -> Any:
     source = plan.source.instantiate()
     pages = source.pages if hasattr(source, "pages") else source.read
     return pages(plan.config.input)
+
+
+def _read_split(read: Any, source: PlannedStage, output: str, buckets: int) -> list[pa.Table]:
+    """The listed rows of one of the source's `page_reads`, read on this worker and cut into hash buckets."""
+    return resume.split(_listed_rows(source.instantiate().read_page(read), source, output), buckets)
 
 
 def _record_source_rejects(table: pa.Table, source: PlannedStage, output: str, token: str) -> pa.Table:
@@ -125,7 +132,26 @@ class _Todo:
 
 
 def _list_todo(plan: Plan, *, address: str | None, progress: bool, verbose: bool) -> _Todo:
-    """List the source (in this process when small, on Ray page by page when large) and anti-join it."""
+    """List the source (in this process when small, on Ray page by page when large) and anti-join it.
+
+    A source that can cut its input into reads (`page_reads`: a Parquet manifest, by row group)
+    has the workers read it: the driver sends each task a few hundred bytes, never rows.
+    """
+    source_stage = plan.source.instantiate()
+    reads = source_stage.page_reads(plan.config.input, READ_ROWS) if hasattr(source_stage, "page_reads") else None
+    if reads is not None and sum(r.rows for r in reads) > LOCAL_ROWS:
+        cpus = init_ray(plan, address=address, progress=progress, verbose=verbose)
+        executor = RayExecutor(retries=0)
+        source = executor.put(plan.source)
+        buckets = _buckets(sum(r.rows for r in reads), cpus)
+        listed: list[list[Any]] = [[] for _ in range(buckets)]
+        for read in reads:
+            for b, handle in enumerate(executor.call(_read_split, read, source, plan.config.output, buckets,
+                                                     num_returns=buckets)):
+                listed[b].append(handle)
+        todo = _Todo(executor, listed)
+        todo.refresh(plan.config.output)
+        return todo
     pages = iter(_source_pages(plan))
     first: list[pa.Table] = []
     rows = 0
@@ -154,12 +180,16 @@ def _list_todo(plan: Plan, *, address: str | None, progress: bool, verbose: bool
             handles.append(executor.call(_listed_rows, page, source, output))
             rows += page.num_rows
         log.debug("listed %d rows in %d pages in %.2f s", rows, len(handles), time.monotonic() - mark)
-        # At least four buckets per CPU: each bucket is a block of the pipeline, and every CPU needs work.
-        buckets = min(256, max(4 * cpus, -(-rows // BUCKET_ROWS)))
         groups = [handles[i:i + PAGES_PER_SPLIT] for i in range(0, len(handles), PAGES_PER_SPLIT)]
-        todo = _Todo(executor, resume.split_pages(executor, groups, buckets))
+        todo = _Todo(executor, resume.split_pages(executor, groups, _buckets(rows, cpus)))
     todo.refresh(output)
     return todo
+
+
+def _buckets(rows: int, cpus: int) -> int:
+    """Hash buckets of a large listing: at least four per CPU (each is a block of the pipeline, and every CPU
+    needs work), else about `BUCKET_ROWS` rows each."""
+    return min(256, max(4 * cpus, -(-rows // BUCKET_ROWS)))
 
 
 def _under(folder: str) -> Any:
@@ -401,7 +431,10 @@ def run_plan(plan: Plan, *, address: str | None = None, progress: bool = True, v
         raise ConfigError([f"`output` {output!r} cannot be written ({exc}); fix: choose a folder you can write to"]) \
             from None
     try:
-        todo = _list_todo(plan, address=address, progress=progress, verbose=verbose)
+        state = noop.current(plan)  # before listing: what the listing and the anti-join below depend on
+        skipped = noop.known(plan, state)
+        todo = _Todo(LocalExecutor(), []) if skipped else _list_todo(plan, address=address, progress=progress,
+                                                                     verbose=verbose)
     except (ValueError, OSError) as exc:  # the input cannot be listed as configured: the user's to fix
         raise ConfigError([f"`input` {plan.config.input!r}: {exc}"]) from None
     if todo.outcome.rows:
@@ -420,7 +453,10 @@ def run_plan(plan: Plan, *, address: str | None = None, progress: bool = True, v
                             for h in todo.handles]
             todo.executor.wait(todo.handles)
     new_rows = todo.outcome.rows
-    log.debug("listed, %d rows to do, in %.2f s", new_rows, time.monotonic() - start)
+    log.debug("listed, %d rows to do, in %.2f s%s", new_rows, time.monotonic() - start,
+              " (nothing changed since a run that had nothing to do)" if skipped else "")
+    if token is None and not skipped:  # nothing to do, nothing to clean: found with every row listed
+        noop.remember(plan, state)
     if new_rows:
         _execute(plan, todo, token, address=address, progress=progress, verbose=verbose)
     mark = time.monotonic()

@@ -174,6 +174,54 @@ def list_files(uri: str) -> list[str]:
     return sorted(found)
 
 
+def list_versions(uri: str) -> dict[str, tuple[str, float]]:
+    """Every file below a local directory or an s3:// prefix -> its version (see `version`), as one listing."""
+    if is_s3(uri):
+        bucket, prefix = split_s3(uri)
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        out: dict[str, tuple[str, float]] = {}
+        for page in _client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            out.update({f"s3://{bucket}/{obj['Key']}": _s3_version(obj["ETag"], obj["Size"], obj["LastModified"])
+                        for obj in page.get("Contents", [])})
+        return out
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(local_path(uri)):
+        dirnames.sort()
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            with contextlib.suppress(FileNotFoundError):  # removed while listed: it is not there
+                out[path] = _local_version(os.stat(path))
+    return out
+
+
+def version(uri: str) -> tuple[str, float] | None:
+    """A file's version: a tag that changes whenever its content may have (size, mtime and inode of a local
+    file; size and ETag of an object) and its modification time in seconds. None for a folder or a prefix."""
+    if is_s3(uri):
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3(uri)
+        try:
+            head = _client().head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return _s3_version(head["ETag"], head["ContentLength"], head["LastModified"])
+    path = local_path(uri)
+    return _local_version(os.stat(path)) if os.path.isfile(path) else None
+
+
+def _local_version(st: os.stat_result) -> tuple[str, float]:
+    # An atomic write renames a new file into place: a new inode, even within one tick of the clock.
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}", st.st_mtime
+
+
+def _s3_version(etag: str, size: int, modified: Any) -> tuple[str, float]:
+    return f"{size}:{etag.strip(chr(34))}", modified.timestamp()
+
+
 def iter_folders(uri: str) -> Iterator[list[str]]:
     """The files below a local directory or an s3:// prefix, one folder at a time (each sorted), as listed.
 
@@ -204,6 +252,17 @@ def read_parquet(uri: str) -> Any:
     import pyarrow.parquet as pq
 
     return pq.read_table(io.BytesIO(read_bytes(uri)))
+
+
+def read_columns(uri: str, names: list[str] | None) -> Any:
+    """Some columns (all: None) of a small Parquet file or object, as a pyarrow table: a local file is read in
+    this thread and only those columns are decoded (thousands of small commit records are read so)."""
+    import pyarrow.parquet as pq
+
+    if is_s3(uri):
+        table = read_parquet(uri)
+        return table if names is None else table.select(names)
+    return pq.ParquetFile(local_path(uri)).read(columns=names, use_threads=False)
 
 
 def parquet_bytes(table: Any) -> bytes:

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from dataprep import columns, storage
 from dataprep.stage import Source, StageParams
+from dataprep.stages.manifest_reads import RowGroupRead, layout, read_rows, row_group_reads
 from dataprep.stages.manifest_rows import file_rows, row_key, row_source, where
 from dataprep.stages.media_types import SIDECAR_EXTENSIONS, TEXT, extension, media_type_of
 
@@ -103,6 +104,22 @@ class Ingest(Source):
             page = batch.select(names)
             yield page.replace_schema_metadata({_PAGE_URI: uri, _PAGE_START: str(start)})
             start += batch.num_rows
+
+    def page_reads(self, uri: str, rows: int) -> list[RowGroupRead] | None:
+        """The listing cut into reads of about `rows` rows each, for `read_page` to read anywhere (a worker);
+        None when it cannot be cut so: only a Parquet manifest of files can, by row group."""
+        if extension(uri) != ".parquet":
+            return None
+        names, sizes = layout(uri)
+        if self.params.uri_column not in names:  # a text-only manifest, or a mistake `pages` explains
+            return None
+        self._check_file_manifest(uri)
+        return row_group_reads(uri, sizes, rows)
+
+    def read_page(self, read: RowGroupRead) -> pa.Table:
+        """The page of `page_reads`' `read`, as `pages` makes pages: for `rows`."""
+        page = read_rows(read, [self.params.uri_column, self.params.caption_column])
+        return page.replace_schema_metadata({_PAGE_URI: read.uri, _PAGE_START: str(read.first_row)})
 
     def rows(self, page: pa.Table) -> pa.Table:
         """The listed rows of one page from `pages`."""

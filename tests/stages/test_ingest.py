@@ -183,3 +183,28 @@ def test_media_types_refuses_unknown_or_empty_lists():
         Ingest.Params(media_types=["audio"])
     with pytest.raises(ValueError, match="media_types"):
         Ingest.Params(media_types=[])
+
+
+def test_row_group_reads_list_a_parquet_manifest_as_its_pages_do(tmp_path):
+    uris = [f"/media/{i:03d}.jpg" for i in range(30)]
+    uris[4], uris[17], uris[23] = None, uris[3], "/media/notes.xyz"  # no file, a repeat, not media
+    manifest = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"uri": uris, "caption": [f"c{i}" for i in range(30)]}), manifest, row_group_size=7)
+    ingest = Ingest()
+    paged = pa.concat_tables([ingest.rows(p) for p in ingest.pages(str(manifest))])
+    reads = ingest.page_reads(str(manifest), 10)
+    assert [r.row_groups for r in reads] == [(0, 1), (2, 3), (4,)]
+    read = pa.concat_tables([ingest.rows(ingest.read_page(r)) for r in reads])
+    assert read.to_pylist() == paged.to_pylist()
+
+
+def test_only_a_parquet_manifest_of_files_with_small_row_groups_is_cut_into_reads(tmp_path):
+    files = tmp_path / "files.parquet"
+    pq.write_table(pa.table({"uri": [f"/m/{i}.mp4" for i in range(50)]}), files, row_group_size=50)
+    texts = tmp_path / "texts.parquet"
+    pq.write_table(pa.table({"caption": ["a", "b"]}), texts)
+    ingest = Ingest()
+    assert ingest.page_reads(str(files), 10) is None  # a row group over 4 reads: one task would hold it all
+    assert len(ingest.page_reads(str(files), 20)) == 1
+    assert ingest.page_reads(str(texts), 10) is None
+    assert ingest.page_reads(str(tmp_path), 10) is None

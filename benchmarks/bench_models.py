@@ -17,7 +17,7 @@ its row keys, and its model load. Then, in this process, on the same batches in 
           included, so what the runner does between batches (handing over blocks, the per-batch
           bookkeeping, shipping results) counts; CPU time is the actor process's
   stage   the stage's `process_batch` (and `reasons`) called in a plain loop on the Arrow batches:
-          the stage's own code without the runner
+          the stage's own code without the runner (not with --quick)
   bare    the same model object (the stage's own, loaded by its `setup()`) called in a plain loop:
           input decoding (JPEG thumbnails, clips) included since the model cannot run without it;
           converting the batch to Python (done before the timing) and writing results back to Arrow
@@ -26,13 +26,24 @@ The first batch is left out of every side: a fresh process's first forward pays 
 is printed). One job pass is timed, so the in-process sides get plain means, no best-of: one pass
 each with --quick, three without. One thread everywhere.
 
+Batch sizes are the stages' defaults, as a job would run them (text_embed's are 16 rows instead of
+64, to keep --quick short), and each job has rows for eight of them (`ENTRIES`): the runner's cost
+is per batch (a Ray Data task per batch of whole blocks here), so a ratio measured on batches much
+shorter than a real model's says little. With tiny models a batch takes 80-650 ms on one core; the
+aesthetic head is LAION's real size (4,000 rows, ~100 ms). A real checkpoint makes every other
+stage's batches seconds long and its ratio smaller: the fixed milliseconds per batch (runner time
+minus bare time, per batch) are printed for each stage so that the ratio can be recomputed for any
+batch length. --quick and the full run have the same batch sizes; the full run has four times the rows,
+three passes of the in-process sides, and the stage side (left out of --quick to keep it under two
+minutes: the runner and the bare loop are what the target compares).
+
 One line per stage: rows/s of the three sides, and overhead = side time / bare time - 1 in wall
 time and in CPU time (CPU time does not grow when other jobs share the machine, wall time does),
-with the extra milliseconds per batch. The last line is `overhead=X actor_start_s=Y`: X the worst
-stage's runner wall overhead (target <= 0.10), Y the time from `run_plan`'s call to the first batch
-of its stage for the slowest stage (listing, Ray Data's start, the actor's start and model load),
-plus the time embedded Ray takes to start (measured once, before the first job: a job started
-alone pays it).
+with the extra milliseconds per batch (the runner's fixed cost per batch). The last line is
+`overhead=X actor_start_s=Y`: X the worst stage's runner wall overhead (target <= 0.10), Y the time
+from `run_plan`'s call to the first batch of its stage for the slowest stage (listing, Ray Data's
+start, the actor's start and model load), plus the time embedded Ray takes to start (measured once,
+before the first job: a job started alone pays it).
 
 On a shared machine, wall times favour the bare side: Ray runs its workers at niceness 15, so other
 jobs take CPU from the stage's actor first. The CPU-time overhead is the fair figure there; or give
@@ -93,6 +104,7 @@ class Material:
     captions: list[str]
     clips: pa.Table  # key, source, media: one 128x72 clip per real video
     head: Path  # a random aesthetic head of the real LAION size (see `laion_size_head`)
+    stub: Path  # a 1-byte file: the source of the aesthetic head's rows (see `rows_laion_embeddings`)
 
 
 @dataclass(frozen=True)
@@ -220,8 +232,11 @@ def prepare(data: Path, scratch: Path, tiny_models: str) -> Material:
     images, videos = media_files(data, scratch)
     clip = ClipEmbed(model=build_tiny("open_clip", DEFAULT_MODEL, tiny_models), device="cpu")
     clip.setup()
+    stub = scratch / "stub.jpg"
+    stub.write_bytes(b"\0")
     return Material(frames=sample_frames(images, videos, clip, scratch), captions=coco_captions(data, 1000),
-                    clips=make_clips(videos, scratch), head=laion_size_head(scratch / "laion_size_head.safetensors"))
+                    clips=make_clips(videos, scratch), head=laion_size_head(scratch / "laion_size_head.safetensors"),
+                    stub=stub)
 
 
 # ------------------------------------------------------------------------------------ rows per stage
@@ -239,8 +254,13 @@ def rows_frames(m: Material) -> pa.Table:
 
 def rows_laion_embeddings(m: Material) -> pa.Table:
     """What clip_embed with OpenAI's ViT-L/14 leaves: a 768-d unit embedding per row (random: the head's cost
-    does not depend on the values)."""
-    base = m.frames.select(["key", "source", "media_type"])
+    does not depend on the values).
+
+    Each row's source is a 1-byte stub: the sink copies every row's source into its shard, and the head's job
+    has 32,000 rows; 360 MB of thumbnails copied on the second CPU would time the sink, not the stage.
+    """
+    base = m.frames.select(["key", "media_type"])
+    base = base.add_column(1, "source", pa.array([str(m.stub)] * base.num_rows, pa.string()))
     x = np.random.default_rng(0).standard_normal((base.num_rows, LAION_DIM)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return base.append_column("clip_embedding", pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), LAION_DIM))
@@ -414,14 +434,19 @@ def _cpu(m: Material) -> dict[str, Any]:
     return {"device": "cpu"}
 
 
+# Rows per job: eight batches of the stage's default batch size (text_embed: 16 rows instead of 64, to keep --quick
+# short), so the job is eight tasks of whole blocks. On 2 CPUs the runner lists a job of N rows (up to 8,000) as 8
+# blocks of N/8 rows, and 1,000-row blocks above that.
 ENTRIES = [
     Entry("clip_embed", ("media_type", "frames"), rows_frames, bare_clip, 512, _cpu),
-    # The real-size head, recording scores only (as a tiny run does): random scores would drop rows at random.
-    Entry("aesthetic_filter", ("media_type", "clip_embedding"), rows_laion_embeddings, bare_aesthetic, 4096,
+    # The real-size head, recording scores only (as a tiny run does): random scores would drop rows at random. Its
+    # batches of 4,096 rows take 4 blocks of 1,000 (4,000 rows).
+    Entry("aesthetic_filter", ("media_type", "clip_embedding"), rows_laion_embeddings, bare_aesthetic, 32000,
           lambda m: {"head": str(m.head), "min_score": None}, tiny=False),
     Entry("clip_similarity_filter", ("media_type", "caption", "clip_embedding"), rows_captioned_embeddings,
-          bare_clip_similarity, 512, _cpu),
-    Entry("text_embed", ("media_type", "caption"), rows_captions, bare_text_embed, 128, _cpu),
+          bare_clip_similarity, 2048, _cpu),
+    Entry("text_embed", ("media_type", "caption"), rows_captions, bare_text_embed, 128,
+          lambda m: {"device": "cpu", "batch_size": 16}),
     Entry("vae_latents", ("media_type", "media", "media_ext"), rows_clips, bare_vae, 32, _cpu),
     Entry("vlm_caption", ("media_type", "caption", "frames"), rows_captioned_frames, bare_vlm, 128, _cpu),
 ]
@@ -458,8 +483,9 @@ class Result:
     rows: int
     batches: int
     timed_rows: int  # rows of batches 2..n
+    batch_rows: int  # rows of the largest batch
     runner: Timing  # the stage under the runner
-    stage: Timing  # the stage's process_batch (and reasons) called in a plain loop: the stage's own code
+    stage: Timing | None  # the stage's process_batch (and reasons) in a plain loop (its own code); None with --quick
     bare: Timing  # the model called in a plain loop
     first_batch_s: float
     setup_s: float  # the actor's model load
@@ -469,6 +495,11 @@ class Result:
     def overhead(self) -> float:
         """Extra wall time of the stage under the runner over the bare loop, as a fraction of the bare time."""
         return self.runner.wall / self.bare.wall - 1
+
+    @property
+    def fixed_ms(self) -> float:
+        """The runner's extra wall milliseconds per batch over the bare loop."""
+        return 1000 * (self.runner.wall - self.bare.wall) / (self.batches - 1)
 
     @property
     def cpu_overhead(self) -> float:
@@ -482,10 +513,11 @@ class Result:
             ms = 1000 * (side.wall - self.bare.wall) / (self.batches - 1)
             return f"{side.wall / self.bare.wall - 1:+.3f} wall, {cpu} CPU, {ms:+.1f} ms/batch"
 
-        rate = "/".join(f"{self.timed_rows / t.wall:.1f}" for t in (self.runner, self.stage, self.bare))
-        return (f"{self.name}: {self.rows} rows, {self.batches} batches; rows/s runner/stage/bare {rate} "
-                f"(batches 2-{self.batches}); overhead {extra(self.runner)} (stage code alone "
-                f"{extra(self.stage)}); first batch {self.first_batch_s:.2f} s, model load {self.setup_s:.2f} s, "
+        rate = "/".join(f"{self.timed_rows / t.wall:.1f}" if t else "-" for t in (self.runner, self.stage, self.bare))
+        alone = f" (stage code alone {extra(self.stage)})" if self.stage else ""
+        return (f"{self.name}: {self.rows} rows, {self.batches} batches of {self.batch_rows}; rows/s runner/stage/bare "
+                f"{rate} (batches 2-{self.batches}); overhead {extra(self.runner)}{alone}; "
+                f"first batch {self.first_batch_s:.2f} s, model load {self.setup_s:.2f} s, "
                 f"run_plan to first batch {self.start_s:.2f} s")
 
 
@@ -530,8 +562,10 @@ def in_process(sides: dict[str, Callable[[int], Any]], batches: int, passes: int
             for name, ts in times.items()}
 
 
-def measure(entry: Entry, m: Material, scratch: Path, rows: int, passes: int, tiny_models: str) -> Result:
-    """Run `entry`'s stage as a job, then the stage and the bare loop in this process on the batches the job ran."""
+def measure(entry: Entry, m: Material, scratch: Path, rows: int, passes: int, tiny_models: str, *,
+            stage_side: bool) -> Result:
+    """Run `entry`'s stage as a job, then the bare loop (and with `stage_side` the stage's own code) in this
+    process on the batches the job ran."""
     import pyarrow.parquet as pq
 
     from dataprep.config import parse_config
@@ -572,11 +606,13 @@ def measure(entry: Entry, m: Material, scratch: Path, rows: int, passes: int, ti
         if isinstance(stage, Filter):
             stage.reasons(out)
 
-    sides = in_process({"stage": run_stage, "bare": lambda i: bare.run(inputs[i])}, len(batches), passes)
+    sides = in_process({"stage": run_stage, "bare": lambda i: bare.run(inputs[i])} if stage_side else
+                       {"bare": lambda i: bare.run(inputs[i])}, len(batches), passes)
     stage.teardown()
     return Result(
         name=entry.name, rows=sum(len(b.keys) for b in batches), batches=len(batches),
-        timed_rows=sum(len(b.keys) for b in batches[1:]), runner=runner_timing(batches), stage=sides["stage"],
+        timed_rows=sum(len(b.keys) for b in batches[1:]), batch_rows=max(len(b.keys) for b in batches),
+        runner=runner_timing(batches), stage=sides.get("stage"),
         bare=sides["bare"], first_batch_s=batches[0].end - batches[0].start, setup_s=setup_s,
         start_s=batches[0].start - start)
 
@@ -618,7 +654,8 @@ def main() -> None:
     from dataprep.cli import TINY_MODELS_DIR
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="the rows of each stage once (else four times)")
+    parser.add_argument("--quick", action="store_true", help="the rows of each stage once (else four times), and "
+                        "no in-process loop of the stage's own code")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with images/, videos/ and text/")
     parser.add_argument("--only", nargs="*", help="names of the stages to time (default: all)")
     parser.add_argument("--tiny-models", default=TINY_MODELS_DIR, help="where the tiny models are built and reused")
@@ -637,14 +674,17 @@ def main() -> None:
         print(f"embedded Ray started in {ray_start_s:.2f} s")
         results = []
         for entry in entries:
-            results.append(measure(entry, material, scratch, entry.quick_rows * scale, passes, args.tiny_models))
+            results.append(measure(entry, material, scratch, entry.quick_rows * scale, passes, args.tiny_models,
+                                   stage_side=not args.quick))
             print(results[-1].line(), flush=True)
         cpu_s = cpu_seconds_all()
     worst = max(results, key=lambda r: r.overhead)
     slowest = max(results, key=lambda r: r.start_s)
     worst_cpu = max(results, key=lambda r: r.cpu_overhead)
-    print(f"worst overhead: {worst.name} (in CPU time: {worst_cpu.name}, {worst_cpu.cpu_overhead:+.3f}); slowest "
-          f"start: {slowest.name} ({slowest.start_s:.2f} s) + Ray start "
+    most = max(results, key=lambda r: r.fixed_ms)
+    print(f"worst overhead: {worst.name} ({worst.fixed_ms:+.1f} ms per batch of {worst.batch_rows} rows; in CPU "
+          f"time: {worst_cpu.name}, {worst_cpu.cpu_overhead:+.3f}); most ms per batch: {most.name} "
+          f"({most.fixed_ms:+.1f}); slowest start: {slowest.name} ({slowest.start_s:.2f} s) + Ray start "
           f"{ray_start_s:.2f} s; load average {os.getloadavg()[0]:.1f} at the end; {time.perf_counter() - begin:.0f} s "
           f"in all, {cpu_s:.0f} CPU-s in this and Ray's processes")
     print(f"overhead={worst.overhead:.3f} actor_start_s={slowest.start_s + ray_start_s:.2f}")

@@ -32,10 +32,27 @@ def actor_pool(planned: PlannedStage, cpus: int) -> Any:
     # another operator runs, and a model stage's short batches would idle that long between them.
     # A GPU actor keeps Ray's default queue, which hides transfers.
     in_flight = None if planned.resources.gpus else (1 if planned.cls.tools else 2)
+    # An actor runs one batch at a time either way; by default Ray Data still hands each batch to a
+    # thread of its own and waits for it, a thread switch per batch that a busy node makes slow.
+    options = {"max_tasks_in_flight_per_actor": in_flight, "enable_true_multi_threading": True}
     if isinstance(workers, tuple):
-        return ray.data.ActorPoolStrategy(min_size=workers[0], max_size=workers[1],
-                                          max_tasks_in_flight_per_actor=in_flight)
-    return ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=in_flight)
+        return ray.data.ActorPoolStrategy(min_size=workers[0], max_size=workers[1], **options)
+    return ray.data.ActorPoolStrategy(size=workers, **options)
+
+
+def batch_rows(planned: PlannedStage, block_rows: int) -> int:
+    """Rows per batch of a stage, given the rows per block of the job's listing.
+
+    Ray fuses consecutive task stages into one operator whose input bundles hold as many rows as
+    the largest batch_size among them: the 256 rows of a cheap filter would make the video stages
+    after it one task on one CPU, so a task stage's batch stays within a block. An actor stage
+    batches above a block when its batch size says so (heads on embeddings: a block's worth is a
+    few milliseconds, mostly the runner's cost per task): Ray Data then hands it several blocks per
+    task. It takes whole blocks, so that a task is not one full batch and one short one.
+    """
+    if not (planned.cls.needs_actor() or planned.resources.gpus) or planned.batch_size <= block_rows:
+        return min(planned.batch_size, block_rows)
+    return planned.batch_size // block_rows * block_rows
 
 
 def _pool_size(planned: PlannedStage, cpus: int) -> int | tuple[int, int]:

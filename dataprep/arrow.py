@@ -40,8 +40,11 @@ def ensure_reject_column(table: pa.Table) -> pa.Table:
 
 def set_rejects(table: pa.Table, reasons: Sequence[str | None]) -> pa.Table:
     """Merge new reasons into `_reject`; an earlier reason on a row wins."""
-    old = rejects(table)
-    merged = [o if o is not None else r for o, r in zip(old, reasons, strict=True)]
+    merged = pa.array(reasons, pa.string())
+    if columns.REJECT in table.column_names:
+        if len(merged) != table.num_rows:
+            raise ValueError(f"{len(merged)} reasons for {table.num_rows} rows")
+        merged = pc.coalesce(table.column(columns.REJECT).combine_chunks().cast(pa.string()), merged)
     return put(table, columns.REJECT, merged, pa.string())
 
 
@@ -49,6 +52,9 @@ def split_rejects(table: pa.Table) -> tuple[pa.Table, pa.Table]:
     """(kept rows without the reserved columns, rejected rows)."""
     if columns.REJECT not in table.column_names:
         return table, table.slice(0, 0)
+    if table.column(columns.REJECT).null_count == table.num_rows:
+        # Nothing rejected (most batches): filtering would copy every column of the batch to keep them all.
+        return table.drop_columns([c for c in columns.RESERVED if c in table.column_names]), table.slice(0, 0)
     rejected_mask = pc.is_valid(table.column(columns.REJECT))
     kept = table.filter(pc.invert(rejected_mask))
     kept = kept.drop_columns([c for c in columns.RESERVED if c in kept.column_names])

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataprep import columns, commit, job_record, noop, owner, paths, resume, storage
-from dataprep.actor_pools import actor_cpu_share, actor_pool, remote_args
+from dataprep.actor_pools import actor_cpu_share, actor_pool, batch_rows, remote_args
 from dataprep.arrow import concat, ensure_reject_column, split_rejects
 from dataprep.errors import ConfigError, FatalStageError
 from dataprep.executor import LocalExecutor, Segment
@@ -251,11 +251,9 @@ def _apply_stage(ds: Any, planned: PlannedStage, output: str, token: str, cpus: 
                  max_batch: int, tally: Any, actor_share: float = 1.0) -> Any:
     import ray.data
 
-    # Ray fuses consecutive stages into one operator whose input bundles hold as many rows as the
-    # largest batch_size among them: the 256 rows of a cheap filter would make the video stages
-    # after it one task on one CPU. No batch above the listing's block size keeps every block a task.
-    batch_size = min(planned.batch_size, max_batch)
-    common = {"batch_size": batch_size, "batch_format": "pyarrow", **remote_args(planned)}
+    # Arrow tables are immutable, so Ray Data's copy of every batch (made so a numpy batch is writable) buys nothing.
+    common = {"batch_size": batch_rows(planned, max_batch), "batch_format": "pyarrow", "zero_copy_batch": True,
+              **remote_args(planned)}
     if planned.cls.needs_actor() or planned.resources.gpus:
         common["num_cpus"] = planned.resources.cpus * actor_share
         return ds.map_batches(CountedStageTask, fn_constructor_args=(planned, output, token, tally, task_label),

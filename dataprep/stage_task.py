@@ -137,7 +137,8 @@ class StageTask:
         pending = np.flatnonzero(pc.is_null(batch.column(columns.REJECT)).to_numpy(zero_copy_only=False))
         if len(pending) == 0:
             return batch
-        subset = batch.take(pa.array(pending))
+        # Usually no row was rejected yet: the filter then reads the batch itself, not a copy of its rows.
+        subset = batch if len(pending) == batch.num_rows else batch.take(pa.array(pending))
         try:
             reasons = list(self._guard(self.stage.reasons, subset))
         except FatalStageError:

@@ -173,7 +173,10 @@ def missing_embedding(family: str) -> str:
 
 
 def embedding_matrix(batch: pa.Table, column: str = EMBEDDING) -> tuple[np.ndarray, list[bool]]:
-    """`column` as an (N, D) float32 matrix (zeros where null) and which rows have a value."""
+    """`column` as an (N, D) float32 matrix (zeros where null) and which rows have a value.
+
+    The matrix may be a read-only view of the batch's buffer: callers compute from it, never into it.
+    """
     import numpy as np
 
     array = batch.column(column).combine_chunks()
@@ -181,8 +184,11 @@ def embedding_matrix(batch: pa.Table, column: str = EMBEDDING) -> tuple[np.ndarr
         # Straight from the Arrow buffer: a Python list per row costs 100x more on wide batches.
         width = array.type.list_size
         values = array.values.slice(array.offset * width, len(array) * width)
-        matrix = np.asarray(values.to_numpy(zero_copy_only=False), np.float32).reshape(len(array), width).copy()
+        matrix = np.asarray(values.to_numpy(zero_copy_only=False), np.float32).reshape(len(array), width)
+        if array.null_count == 0:
+            return matrix, [True] * len(array)
         present = array.is_valid().to_numpy(zero_copy_only=False).astype(bool)
+        matrix = matrix.copy()  # Arrow's buffer is read-only; a null row's slot may hold anything
         matrix[~present] = 0.0
         return matrix, present.tolist()
     values = array.to_pylist()

@@ -64,18 +64,21 @@ class ClipSimilarityFilter(ModelStage, Filter):
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         """Embed every non-empty caption of the batch at once and score it against its row's embedding."""
+        import numpy as np
+
         image, present = embedding_matrix(batch)
         if any(present):
             check_width(image.shape[1], self.clip.dim, f"{self.name}'s model {self.params.model!r}",
                         "give clip_similarity_filter the same `model` as clip_embed")
         captions = [(c or "").strip() for c in batch.column(columns.CAPTION).to_pylist()]
         rows = [i for i, (c, ok) in enumerate(zip(captions, present, strict=True)) if c and ok]
-        scores: list[float | None] = [None] * batch.num_rows
+        scores = np.zeros(batch.num_rows, np.float32)
+        scored = np.zeros(batch.num_rows, bool)
         if rows:
             text = self.clip.embed_texts([captions[i] for i in rows])  # (len(rows), D), unit rows
-            for i, cosine in zip(rows, (image[rows] * text).sum(axis=1), strict=True):
-                scores[i] = float(cosine)
-        return arrow.put(batch, SCORE, scores, pa.float32())
+            scores[rows] = (image[rows] * text).sum(axis=1)
+            scored[rows] = True
+        return arrow.put(batch, SCORE, pa.array(scores, pa.float32(), mask=~scored), pa.float32())
 
     def reasons(self, batch: pa.Table) -> list[str | None]:
         """Below `min_similarity` drops a row; a row without a caption stays, one without an embedding does not."""

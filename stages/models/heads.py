@@ -142,8 +142,10 @@ class _HeadFilter(ModelStage, Filter):
 
     reads = (EMBEDDING,)
     fatal: ClassVar[tuple[Any, ...]] = (*ModelStage.fatal, EmbeddingMismatchError)
-    # A head is a few small matmuls on the CPU: big batches cost little memory and amortize per-batch overhead.
-    batch_size = 1024
+    # A head is a few small matmuls: LAION's on 4096 ViT-L/14 embeddings takes ~80 ms of one CPU core
+    # (benchmarks/bench_models.py) and 12 MB of input, so the batch costs little memory and the runner's
+    # milliseconds per batch are a small part of it; a block's 1,000 rows would make them a large one.
+    batch_size = 4096
     # The option holding the threshold, cleared in tiny runs.
     threshold: ClassVar[str]
     # Output widths the filter can read: 1 (a score or a logit), 2 (two-class logits).
@@ -182,12 +184,28 @@ class _HeadFilter(ModelStage, Filter):
     def _outputs(self, batch: pa.Table) -> tuple[np.ndarray, list[bool]]:
         import numpy as np
 
-        x, present = embedding_matrix(batch)
-        if not any(present):
-            return np.zeros((batch.num_rows, self.head.out_dim), np.float32), present
-        check_width(x.shape[1], self.head.in_dim, f"{self.name}'s head {self.head.source!r}",
-                    "give clip_embed the CLIP model the head was trained on, or use a head trained on its model")
-        return self.head(x), present
+        outputs, present = [], []
+        # Chunk by chunk: a batch made of several blocks is several chunks, and joining them would copy every embedding.
+        for chunk in batch.column(EMBEDDING).chunks:
+            x, has = embedding_matrix(pa.table({EMBEDDING: chunk}))
+            present += has
+            if any(has):
+                check_width(x.shape[1], self.head.in_dim, f"{self.name}'s head {self.head.source!r}", "give "
+                            "clip_embed the CLIP model the head was trained on, or use a head trained on its model")
+                outputs.append(self.head(x))
+            else:
+                outputs.append(np.zeros((len(has), self.head.out_dim), np.float32))
+        if not outputs:
+            return np.zeros((0, self.head.out_dim), np.float32), present
+        return np.concatenate(outputs), present
+
+
+def _scores(values: np.ndarray, present: list[bool]) -> pa.Array:
+    """A float32 score per row, null where the row had no embedding."""
+    import numpy as np
+
+    mask = None if all(present) else ~np.asarray(present, bool)
+    return pa.array(np.asarray(values, np.float32), pa.float32(), mask=mask)
 
 
 class AestheticParams(StageParams):
@@ -214,8 +232,7 @@ class AestheticFilter(_HeadFilter):
     def process_batch(self, batch: pa.Table) -> pa.Table:
         """Score every row in one pass of the head."""
         scores, present = self._outputs(batch)
-        values = [float(s) if ok else None for s, ok in zip(scores[:, 0], present, strict=True)]
-        return arrow.put(batch, "aesthetic_score", values, pa.float32())
+        return arrow.put(batch, "aesthetic_score", _scores(scores[:, 0], present), pa.float32())
 
     def reasons(self, batch: pa.Table) -> list[str | None]:
         """Below `min_score` drops a row."""
@@ -266,8 +283,7 @@ class WatermarkFilter(_HeadFilter):
         else:
             shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
             probs = shifted[:, self.params.watermark_class] / shifted.sum(axis=1)
-        values = [float(p) if ok else None for p, ok in zip(probs, present, strict=True)]
-        return arrow.put(batch, "watermark_prob", values, pa.float32())
+        return arrow.put(batch, "watermark_prob", _scores(probs, present), pa.float32())
 
     def reasons(self, batch: pa.Table) -> list[str | None]:
         """Above `max_prob` drops a row."""

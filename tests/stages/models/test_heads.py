@@ -176,3 +176,15 @@ def test_tiny_head_keeps_laion_layer_names(tmp_path):
     folder = build_tiny("head", "~/.cache/dataprep/sac+logos+ava1-l14-linearMSE.pth", tmp_path)
     names = set(load_file(f"{folder}/head.safetensors"))
     assert names == {f"layers.{i}.{p}" for i in (0, 2, 4, 6, 7) for p in ("weight", "bias")}
+
+
+def test_a_batch_of_several_blocks_scores_each_row_as_one_block_does(tmp_path):
+    # A batch that Ray Data bundles from several blocks arrives as several chunks; the head runs on each.
+    head = linear_head(tmp_path / "probe.pt", [1.0, 0.0, 0.0], 5.0)
+    rows = [[0.5, 0.0, 0.0], None, [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], None]
+    whole = embedding_table(rows)
+    chunked = pa.concat_tables([whole.slice(0, 2), whole.slice(2, 0), whole.slice(2, 3)])
+    assert chunked.column(EMBEDDING).num_chunks == 3
+    expected = [5.5, None, 5.0, 6.0, None]
+    assert run(AestheticFilter(head=head, min_score=None), chunked)[0] == expected
+    assert run(AestheticFilter(head=head, min_score=None), whole)[0] == expected

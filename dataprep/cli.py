@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -81,18 +80,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a job on embedded Ray or on a cluster."""
     from dataprep.cli_tables import print_run_end, print_summary
+    from dataprep.ray_stop import stopped_at_end
     from dataprep.runner import run_plan
 
     plan = _load_plan(args)
-    try:
-        result = run_plan(plan, address=args.address, progress=not args.quiet, verbose=args.verbose)
-    except ConnectionError as exc:
-        address = args.address or plan.config.ray.address
-        if not address:  # embedded Ray: not an address the user gave
-            raise
-        raise _unreachable(address, exc, RUN_ADDRESS_HELP) from None
-    print_summary(result.summary, title=f"{plan.config.output}  ({result.new_rows} new rows, {result.wall_seconds:.1f} s)")
-    print_run_end(plan.config.output, result.summary)
+    # Ray stops here, once the summary is out, rather than at interpreter exit, where it is slower.
+    with stopped_at_end():
+        try:
+            result = run_plan(plan, address=args.address, progress=not args.quiet, verbose=args.verbose)
+        except ConnectionError as exc:
+            address = args.address or plan.config.ray.address
+            if not address:  # embedded Ray: not an address the user gave
+                raise
+            raise _unreachable(address, exc, RUN_ADDRESS_HELP) from None
+        print_summary(result.summary,
+                      title=f"{plan.config.output}  ({result.new_rows} new rows, {result.wall_seconds:.1f} s)")
+        print_run_end(plan.config.output, result.summary)
     return 0
 
 
@@ -253,15 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stop_ray() -> None:
-    """Shut down the Ray this process started or joined, so none of its processes outlive the command."""
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        # A second Ctrl-C must not cut the shutdown short and leave Ray's processes behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        ray.shutdown()
-
-
 def _quiet_stdout() -> None:
     """Point stdout at /dev/null: the reader is gone, and the flush at exit must not fail again."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -292,7 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_stdout()
         return 1
     except KeyboardInterrupt:
-        _stop_ray()
+        from dataprep.ray_stop import stop_ray
+
+        stop_ray()
         resume = "; rerun the same command to resume" if args.func is cmd_run else ""
         print(f"interrupted{resume}", file=sys.stderr)
         return INTERRUPTED

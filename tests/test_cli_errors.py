@@ -173,8 +173,15 @@ def test_ctrl_c_stops_the_run_and_its_ray_and_the_rerun_resumes(sample_dir, tmp_
         p.kill()
     assert not left, f"Ray processes of the interrupted run are still alive: {[p.name() for p in left]}"
 
-    rerun = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
+    # The rerun ends normally, where Ray is stopped once the summary is out (dataprep.ray_stop): again nothing stays.
+    rerun = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    _, stderr = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, stderr
+    left = _ray_processes_of(rerun.pid)
+    for p in left:
+        p.kill()
+    assert not left, f"Ray processes of the finished run are still alive: {[p.name() for p in left]}"
     import pyarrow.parquet as pq
 
     from dataprep.config import load_config

@@ -172,7 +172,7 @@ def _line(rows: int, name: str, measured: dict[str, float]) -> str:
 def listing_rate(manifest: Path) -> tuple[float, float]:
     """(rows per second of ingest's paging and row making in one process, MB of the largest pickled listing
     argument: a row-group read when the runner hands the workers those, else a page)."""
-    from dataprep.runner import READ_ROWS
+    from dataprep.listing import READ_ROWS
     from dataprep.stages.ingest import Ingest
 
     ingest = Ingest()

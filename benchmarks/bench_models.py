@@ -621,7 +621,7 @@ def start_ray(scratch: Path) -> float:
     """Start embedded Ray as a job would (`init_ray`), with the plugin module importable; its seconds."""
     from dataprep.config import parse_config
     from dataprep.plan import build_plan
-    from dataprep.runner import init_ray
+    from dataprep.ray_init import init_ray
 
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH")) if p)
     os.environ[models_bench_data.TIMINGS_ENV] = str(scratch / "timings")

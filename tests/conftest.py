@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-# Every Ray process the tests start listens on loopback only (see dataprep.runner.LOOPBACK_ONLY_ENV).
+# Every Ray process the tests start listens on loopback only (see dataprep.ray_init.LOOPBACK_ONLY_ENV).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 # No test downloads: a model that is not local is missing, at once, without asking the hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dataprep import ledger, runner
+from dataprep import ledger, listing
 from dataprep.config import load_config
 from dataprep.plan import build_plan
 from dataprep.stages.ingest import Ingest
@@ -32,12 +32,12 @@ def test_workers_list_a_parquet_manifest_as_the_driver_does(ray_session, tmp_pat
     ledger.write_part(str(tmp_path / "out"), pa.Table.from_pylist(
         [{"key": r["key"], "source": r["source"], "stage": "x", "stage_index": 1, "reason": "x:y"} for r in committed],
         schema=ledger.SCHEMA))
-    by_driver = runner._list_todo(plan, address=None, progress=False, verbose=False)  # 40 rows: listed here
+    by_driver = listing.list_todo(plan, address=None, progress=False, verbose=False)  # 40 rows: listed here
 
-    monkeypatch.setattr(runner, "LOCAL_ROWS", 10)
-    monkeypatch.setattr(runner, "READ_ROWS", 8)
+    monkeypatch.setattr(listing, "LOCAL_ROWS", 10)
+    monkeypatch.setattr(listing, "READ_ROWS", 8)
     monkeypatch.setattr(Ingest, "pages", lambda self, uri: pytest.fail("the driver read the manifest"))
-    by_workers = runner._list_todo(plan, address=None, progress=False, verbose=False)
+    by_workers = listing.list_todo(plan, address=None, progress=False, verbose=False)
     assert by_workers.buckets > 1
     assert _todo_keys(by_workers) == _todo_keys(by_driver)
     assert len(_todo_keys(by_workers)) == 40 - 1 - 3

@@ -106,9 +106,7 @@ def list_todo(plan: Plan, *, address: str | None, progress: bool, verbose: bool)
     source_stage = plan.source.instantiate()
     reads = source_stage.page_reads(plan.config.input, READ_ROWS) if hasattr(source_stage, "page_reads") else None
     if reads is not None and sum(r.rows for r in reads) > LOCAL_ROWS:
-        cpus = init_ray(plan, address=address, progress=progress, verbose=verbose)
-        executor = RayExecutor(retries=0)
-        source = executor.put(plan.source)
+        executor, source, cpus = _on_ray(plan, address=address, progress=progress, verbose=verbose)
         buckets = _buckets(sum(r.rows for r in reads), cpus)
         listed: list[list[Any]] = [[] for _ in range(buckets)]
         for read in reads:
@@ -131,11 +129,8 @@ def list_todo(plan: Plan, *, address: str | None, progress: bool, verbose: bool)
         listed = [_listed_rows(page, plan.source, output) for page in first]
         todo = Todo(LocalExecutor(), [listed])
     else:
-        cpus = init_ray(plan, address=address, progress=progress, verbose=verbose)
+        executor, source, cpus = _on_ray(plan, address=address, progress=progress, verbose=verbose)
         mark = time.monotonic()
-        # Thousands of listing and anti-join calls: without retries Ray frees each one's pages once it ran.
-        executor = RayExecutor(retries=0)
-        source = executor.put(plan.source)
         # Rows are made on the workers while the driver reads the next page.
         handles, rows = [], 0
         for page in itertools.chain(first, pages):
@@ -150,6 +145,14 @@ def list_todo(plan: Plan, *, address: str | None, progress: bool, verbose: bool)
         todo = Todo(executor, resume.split_pages(executor, groups, _buckets(rows, cpus)))
     todo.refresh(output)
     return todo
+
+
+def _on_ray(plan: Plan, *, address: str | None, progress: bool, verbose: bool) -> tuple[RayExecutor, Any, int]:
+    """Ray started or joined for a large listing: its executor, the source stage in its object store, its CPUs."""
+    cpus = init_ray(plan, address=address, progress=progress, verbose=verbose)
+    # Thousands of listing and anti-join calls: without retries Ray frees each one's pages once it ran.
+    executor = RayExecutor(retries=0)
+    return executor, executor.put(plan.source), cpus
 
 
 def _buckets(rows: int, cpus: int) -> int:

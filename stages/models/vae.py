@@ -45,6 +45,7 @@ from dataprep.errors import Rejected
 from dataprep.stage import Resources
 from dataprep.stages.models.load import (ModelParams, ModelStage, load_model, loader, model_field, pick_device,
                                          pick_dtype, tiny_builder)
+from dataprep.stages.models.vae_cpu import speed_up_on_cpu
 from dataprep.stages.models.vae_frames import aligned_crop, decode_clip, load_image, to_pixels, valid_frames
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,8 @@ def load_vae(path_or_name: str, *, device: str = "auto", dtype: str = "auto") ->
     torch_device = pick_device(device)
     model = getattr(diffusers, class_name).from_pretrained(
         path_or_name, subfolder=subfolder, torch_dtype=pick_dtype(dtype, torch_device))
+    if torch_device.type == "cpu":
+        speed_up_on_cpu(model)
     return Vae(model.to(torch_device).eval(), class_name)
 
 

@@ -110,6 +110,10 @@ class RayConfig(BaseModel):
         "loading on a cold node, one slow GPU batch) and still frees a hung cluster within the hour. 0 or null: "
         "wait forever.",
     )
+    small_global_mb: float = Field(
+        64, ge=0, description="A dedup stage whose input segment is at most this many MB of Parquet runs as one "
+        "task on one worker instead of as shuffles over the cluster: on a few thousand rows the shuffles' "
+        "start-up is most of the stage's time. The result is the same either way. 0: always over the cluster.")
 
 
 class JobConfig(BaseModel):

@@ -23,6 +23,7 @@ from dataprep.arrow import concat, split_rejects
 from dataprep.errors import ConfigError, FatalStageError
 from dataprep.executor import LocalExecutor, Segment
 from dataprep.finalize import StageInfo, finalize
+from dataprep.global_run import run_global
 from dataprep.listing import Todo, list_todo
 from dataprep.liveness import LiveExecutor, Watchdog, task_label
 from dataprep.plan import Plan, PlannedStage
@@ -160,7 +161,7 @@ def _pipeline(ds: Any, plan: Plan, output: str, token: str, todo: Todo | None, c
             if segment is None:
                 return None
             executor = RayExecutor() if watchdog is None else LiveExecutor(watchdog, planned.name)
-            ds = planned.instantiate().run(executor.read(segment), executor)
+            ds = run_global(planned, segment, executor, small_mb=plan.config.ray.small_global_mb)
             ds = ds.map_batches(_record_global_rejects, fn_args=(planned, output, token, tally),
                                 batch_format="pyarrow", batch_size=None)
             if todo is not None and todo.done:

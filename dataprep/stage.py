@@ -223,9 +223,14 @@ class GlobalStage(Stage):
     """
 
     batch_size: ClassVar[int] = 1024
+    # True when `run` reaches its rows only through the executor, so it runs on a table too: the runner then
+    # runs a small segment (at most `ray.small_global_mb`) as one task with `LocalExecutor`, without the
+    # cluster's shuffles, whose start-up is most of a stage's time on a few thousand rows.
+    one_task_when_small: ClassVar[bool] = False
 
     def run(self, ds: Any, executor: Executor) -> Any:
-        """Take and return a dataset (a `ray.data.Dataset` under the runner, a table under `LocalExecutor`)."""
+        """Take and return a dataset (a `ray.data.Dataset` under the runner, a table under `LocalExecutor`,
+        also under the runner for a small segment when `one_task_when_small`)."""
         raise NotImplementedError(f"global stage {self.name!r} must implement run")
 
 

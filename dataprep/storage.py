@@ -195,6 +195,23 @@ def list_versions(uri: str) -> dict[str, tuple[str, float]]:
     return out
 
 
+def sizes(uri: str) -> dict[str, int]:
+    """Every file below a local directory or an s3:// prefix -> its size in bytes, as one listing."""
+    if is_s3(uri):
+        bucket, prefix = split_s3(uri)
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        pages = _client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return {f"s3://{bucket}/{obj['Key']}": obj["Size"] for page in pages for obj in page.get("Contents", [])}
+    out = {}
+    for dirpath, _, filenames in os.walk(local_path(uri)):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            with contextlib.suppress(FileNotFoundError):  # removed while listed: it is not there
+                out[path] = os.path.getsize(path)
+    return out
+
+
 def version(uri: str) -> tuple[str, float] | None:
     """A file's version: a tag that changes whenever its content may have (size, mtime and inode of a local
     file; size and ETag of an object) and its modification time in seconds. None for a folder or a prefix."""

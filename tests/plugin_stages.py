@@ -87,3 +87,14 @@ class Stuck(Stage):
             while True:  # short sleeps: a cancelled task's KeyboardInterrupt ends it
                 time.sleep(0.5)
         return batch
+
+
+class BrokenGlobal(GlobalStage):
+    """A global stage that fails on any input, in one task when its segment is small."""
+
+    name = "broken_global"
+    reads = ("key",)
+    one_task_when_small = True
+
+    def run(self, ds, executor):
+        raise ValueError("broken_global fails on purpose; fix: leave it out")

@@ -136,6 +136,7 @@ class SemanticDedup(GlobalStage):
     reads: ClassVar[tuple[str, ...]] = (KEY, "clip_embedding")
     writes: ClassVar[tuple[str, ...]] = (CLUSTER, SIMILARITY)
     Params: ClassVar[type[StageParams]] = SemanticDedupParams
+    one_task_when_small: ClassVar[bool] = True  # `run` uses only the executor
 
     def __init__(self, params: SemanticDedupParams | None = None, **options: Any) -> None:
         super().__init__(params, **options)

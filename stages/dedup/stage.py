@@ -175,6 +175,7 @@ class MinHashDedup(GlobalStage):
     reads: ClassVar[tuple[str, ...]] = (KEY, "caption")
     writes: ClassVar[tuple[str, ...]] = (CLUSTER,)
     Params: ClassVar[type[StageParams]] = MinHashDedupParams
+    one_task_when_small: ClassVar[bool] = True  # `run` uses only the executor
     # module -> the pip requirement that provides it: numba compiles the shingle and
     # MinHash kernels.
     requires: ClassVar[dict[str, str]] = {"numba": "numba>=0.60"}

@@ -35,7 +35,7 @@ SHAPE = frozenset({"ingest", "probe", "size_filter", "scene_split", "standardize
 STAGES = SHAPE | {"caption_safety", "letterbox", "exposure_filter", "blur_filter", "motion_filter"}
 
 
-def _config(folder: Path, inputs: str, out: str, stages: frozenset[str] = SHAPE) -> Path:
+def _config(folder: Path, inputs: str, out: str, stages: frozenset[str] = STAGES) -> Path:
     # The t2v job without its model stages (text, face and nsfw detection run small models too): resume is
     # what is tested, and these filters decide the same way in every run.
     config = without_models(yaml.safe_load((REPO / "configs" / "t2v.yaml").read_text()))
@@ -147,20 +147,28 @@ def _parquet(output: Output, name: str):  # noqa: ANN202
     return _bytes(output.read(name))
 
 
-def _run_killed(tmp_path: Path, sample_dir: Path, out: str, env: dict[str, str], stages: frozenset[str],
-                moments: frozenset[str] | None = None) -> tuple[Output, list[str]]:
-    """Run a reference, then kill a run at each moment (all of `_moments`, or those named), then finish it."""
-    inputs = _manifest(sample_dir, tmp_path)
-    reference = tmp_path / "reference"
-    reference_config = _config(tmp_path, str(inputs), str(reference), stages)
-    subprocess.run([sys.executable, "-m", "dataprep.cli", "run", str(reference_config), "-q"], env=env, cwd=tmp_path,
-                   check=True, timeout=600, capture_output=True)
-    kept = pq.read_table(reference / "manifest.parquet").column("key").to_pylist()
-    dropped = pq.read_table(reference / "rejects.parquet").column("key").to_pylist()
+@pytest.fixture(scope="module")
+def reference(sample_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """The job's input manifest and the output of one uninterrupted local run, which the killed runs (local and
+    on S3: the storage does not change which rows are kept) must end up equal to."""
+    folder = tmp_path_factory.mktemp("reference")
+    inputs = _manifest(sample_dir, folder)
+    out = folder / "reference"
+    subprocess.run([sys.executable, "-m", "dataprep.cli", "run", str(_config(folder, str(inputs), str(out))), "-q"],
+                   env=_env(), cwd=folder, check=True, timeout=600, capture_output=True)
+    kept = pq.read_table(out / "manifest.parquet").column("key").to_pylist()
+    dropped = pq.read_table(out / "rejects.parquet").column("key").to_pylist()
     assert {k.rsplit("_c", 1)[0] for k in kept if "_c" in k} & {k.rsplit("_c", 1)[0] for k in dropped if "_c" in k}, \
         "no video has clips both kept and rejected: the partly committed case is not exercised"
+    return inputs, out
+
+
+def _run_killed(tmp_path: Path, reference: tuple[Path, Path], out: str, env: dict[str, str],
+                moments: frozenset[str] | None = None) -> tuple[Output, list[str]]:
+    """Kill a run at each moment (all of `_moments`, or those named), then finish it; compare with `reference`."""
+    inputs, reference_out = reference
     output = Output(out, env)
-    config = _config(tmp_path, str(inputs), out, stages)
+    config = _config(tmp_path, str(inputs), out)
     killed = []
     for label, condition, extra in _moments(output, tmp_path / "holding"):
         if moments is not None and label not in moments:
@@ -174,7 +182,7 @@ def _run_killed(tmp_path: Path, sample_dir: Path, out: str, env: dict[str, str],
     final = subprocess.run([sys.executable, "-m", "dataprep.cli", "run", str(config), "-q"], env=env, cwd=tmp_path,
                            timeout=600, capture_output=True, text=True)
     assert final.returncode == 0, final.stderr[-2000:]
-    _check_exactly_once(output, Output(str(reference), env))
+    _check_exactly_once(output, Output(str(reference_out), env))
     return output, killed
 
 
@@ -184,23 +192,23 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_t2v_job_killed_at_each_moment_resumes_exactly_once(tmp_path, sample_dir):
-    _, killed = _run_killed(tmp_path, sample_dir, str(tmp_path / "killed"), _env(), STAGES)
+def test_t2v_job_killed_at_each_moment_resumes_exactly_once(tmp_path, reference):
+    _, killed = _run_killed(tmp_path, reference, str(tmp_path / "killed"), _env())
     assert len(killed) >= 3, f"only killed {killed}"
     assert "between a shard's rename and its stats file" in killed
 
 
-def test_t2v_job_on_s3_killed_resumes_exactly_once(tmp_path, sample_dir):
+def test_t2v_job_on_s3_killed_resumes_exactly_once(tmp_path, reference):
     from tests.helpers import moto_server
 
     with moto_server() as s3_env:
         env = {**s3_env, "PYTHONPATH": _env()["PYTHONPATH"]}
         Output("s3://prepared/t2v", env)._s3().create_bucket(Bucket="prepared")
-        # The storage is what differs here: the shape, and one filter for videos that are partly committed,
-        # killed where S3 has no rename: in the middle of the global stage's segment (Ray's Parquet writer puts
-        # its files one by one), and between a shard's copy into place and its stats file. The other moments
-        # test what does not depend on the storage; the local test kills there.
+        # The storage is what differs here: the same job killed where S3 has no rename: in the middle of the
+        # global stage's segment (Ray's Parquet writer puts its files one by one), and between a shard's copy
+        # into place and its stats file. The other moments test what does not depend on the storage; the local
+        # test kills there.
         moments = frozenset({"during the segment write of the global stage",
                              "between a shard's rename and its stats file"})
-        _, killed = _run_killed(tmp_path, sample_dir, "s3://prepared/t2v", env, SHAPE | {"motion_filter"}, moments)
+        _, killed = _run_killed(tmp_path, reference, "s3://prepared/t2v", env, moments)
         assert sorted(killed) == sorted(moments), f"only killed {killed}"

@@ -232,7 +232,8 @@ def main() -> None:
         folder = args.segment or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
         generate_s = write_segment(folder, n, n_dup, blocks)
-        segment = Segment(str(folder), tuple(sorted(str(p) for p in folder.glob("*.parquet"))))
+        files = sorted(folder.glob("*.parquet"))
+        segment = Segment(str(folder), tuple(map(str, files)), sum(p.stat().st_size for p in files))
         print(f"rows={n:,} cluster_cpus={int(ray.cluster_resources().get('CPU', 0))} nodes={len(ray.nodes())} "
               f"segment_files={len(segment.files)} partitions={args.partitions}")
         print(f"generate_s={generate_s:.1f} (0: reused --segment)")

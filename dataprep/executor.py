@@ -31,6 +31,7 @@ class Segment:
 
     folder: str
     files: tuple[str, ...]
+    nbytes: int  # of the files together
 
 
 def read_piece(piece: Any) -> Any:

@@ -12,29 +12,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from dataprep import storage
 from dataprep.executor import LocalExecutor, Segment
 from dataprep.plan import PlannedStage
 
 log = logging.getLogger(__name__)
 
 
-def segment_bytes(segment: Segment) -> int:
-    """Bytes of the segment's Parquet files."""
-    found = storage.sizes(segment.folder)
-    return sum(found.get(uri, 0) for uri in segment.files)
-
-
 def run_global(planned: PlannedStage, segment: Segment, executor: Any, *, small_mb: float) -> Any:
     """The stage's output dataset over `segment`, computed by `executor` (a RayExecutor) or, when the stage
     allows it and the segment is small, by one task whose errors `executor` raises like its own."""
-    size = segment_bytes(segment) if planned.cls.one_task_when_small and small_mb > 0 else None
-    if size is None or size > small_mb * 1e6:
+    if not planned.cls.one_task_when_small or small_mb <= 0 or segment.nbytes > small_mb * 1e6:
         return planned.instantiate().run(executor.read(segment), executor)
     import ray
 
-    log.debug("%s: a %.1f MB segment (at most ray.small_global_mb %g), run as one task", planned.name, size / 1e6,
-             small_mb)
+    log.debug("%s: a %.1f MB segment (at most ray.small_global_mb %g), run as one task", planned.name,
+              segment.nbytes / 1e6, small_mb)
     rows, table = ray.remote(_in_one_task).options(num_returns=2).remote(planned, segment)
     executor.get([rows])  # the stage's error, if any, raised here as the cluster path raises it
     return ray.data.from_arrow_refs([table])

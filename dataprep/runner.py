@@ -128,8 +128,9 @@ def _segment(ds: Any, output: str, index: int) -> Segment | None:
             storage.remove(uri)
         ds.write_parquet(folder, filesystem=storage.pyarrow_filesystem(folder))
         storage.write_atomic(marker, b"")
-    files = tuple(uri for uri in storage.list_files(folder) if uri.endswith(".parquet"))
-    return Segment(folder, files) if files else None
+    found = storage.sizes(folder)
+    files = tuple(sorted(uri for uri in found if uri.endswith(".parquet")))
+    return Segment(folder, files, sum(found[uri] for uri in files)) if files else None
 
 
 def check_tools(plan: Plan) -> list[str]:

@@ -176,40 +176,34 @@ def list_files(uri: str) -> list[str]:
 
 def list_versions(uri: str) -> dict[str, tuple[str, float]]:
     """Every file below a local directory or an s3:// prefix -> its version (see `version`), as one listing."""
-    if is_s3(uri):
-        bucket, prefix = split_s3(uri)
-        if prefix and not prefix.endswith("/"):
-            prefix += "/"
-        out: dict[str, tuple[str, float]] = {}
-        for page in _client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            out.update({f"s3://{bucket}/{obj['Key']}": _s3_version(obj["ETag"], obj["Size"], obj["LastModified"])
-                        for obj in page.get("Contents", [])})
-        return out
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(local_path(uri)):
-        dirnames.sort()
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            with contextlib.suppress(FileNotFoundError):  # removed while listed: it is not there
-                out[path] = _local_version(os.stat(path))
-    return out
+    return {found: tag for found, _, tag in _listed(uri)}
 
 
 def sizes(uri: str) -> dict[str, int]:
     """Every file below a local directory or an s3:// prefix -> its size in bytes, as one listing."""
+    return {found: size for found, size, _ in _listed(uri)}
+
+
+def _listed(uri: str) -> Iterator[tuple[str, int, tuple[str, float]]]:
+    """(URI, size, version) of every file below a local directory or an s3:// prefix."""
     if is_s3(uri):
         bucket, prefix = split_s3(uri)
         if prefix and not prefix.endswith("/"):
             prefix += "/"
-        pages = _client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        return {f"s3://{bucket}/{obj['Key']}": obj["Size"] for page in pages for obj in page.get("Contents", [])}
-    out = {}
-    for dirpath, _, filenames in os.walk(local_path(uri)):
+        for page in _client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield (f"s3://{bucket}/{obj['Key']}", obj["Size"],
+                       _s3_version(obj["ETag"], obj["Size"], obj["LastModified"]))
+        return
+    for dirpath, dirnames, filenames in os.walk(local_path(uri)):
+        dirnames.sort()
         for name in filenames:
             path = os.path.join(dirpath, name)
-            with contextlib.suppress(FileNotFoundError):  # removed while listed: it is not there
-                out[path] = os.path.getsize(path)
-    return out
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:  # removed while listed: it is not there
+                continue
+            yield path, st.st_size, _local_version(st)
 
 
 def version(uri: str) -> tuple[str, float] | None:

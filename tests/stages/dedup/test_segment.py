@@ -4,6 +4,8 @@ by tasks returning a value per partition."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -45,7 +47,7 @@ def _segment(tmp_path, table: pa.Table, files: int) -> Segment:
     for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         paths.append(str(tmp_path / f"part-{i}.parquet"))
         pq.write_table(table.slice(a, b - a), paths[-1])
-    return Segment(str(tmp_path), tuple(paths))
+    return Segment(str(tmp_path), tuple(paths), sum(Path(p).stat().st_size for p in paths))
 
 
 def _decisions(out: pa.Table) -> dict[str, tuple]:
